@@ -1,0 +1,256 @@
+//! Kafka client builders: an idempotent producer (`acks=all`) and a consumer that never commits by
+//! itself, both from [`KafkaConfig`], with the `[kafka.properties]` passthrough checked so that no
+//! override can quietly break a delivery guarantee.
+
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::FutureProducer;
+
+use crate::config::KafkaConfig;
+
+/// What failed building or using a Kafka client.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// A `[kafka.properties]` entry would break a guarantee the program relies on.
+    #[error("kafka property {key}={value} is refused: {why}")]
+    Refused {
+        /// The property.
+        key: String,
+        /// The value given.
+        value: String,
+        /// The guarantee it would break.
+        why: &'static str,
+    },
+    /// No broker answered within the connect timeout.
+    #[error(
+        "no Kafka broker answered at {servers} within {timeout:?}: {detail}; is the cluster up? \
+         (scripts/cluster.sh up)"
+    )]
+    Unreachable {
+        /// The bootstrap list tried.
+        servers: String,
+        /// How long it waited.
+        timeout: Duration,
+        /// What librdkafka said.
+        detail: String,
+    },
+    /// librdkafka refused the configuration or a request.
+    #[error("kafka client error: {0}")]
+    Kafka(#[from] KafkaError),
+}
+
+/// Properties a producer must keep as they are: idempotence and full acknowledgement are what make
+/// retries safe (no duplicates, no loss when a broker fails).
+const PRODUCER_GUARDS: &[(&str, &[&str], &str)] = &[
+    (
+        "enable.idempotence",
+        &["true"],
+        "the producer must be idempotent so retries never duplicate",
+    ),
+    (
+        "acks",
+        &["all", "-1"],
+        "records are acknowledged only once every in-sync replica has them",
+    ),
+    (
+        "request.required.acks",
+        &["all", "-1"],
+        "records are acknowledged only once every in-sync replica has them",
+    ),
+];
+
+/// Properties a consumer must keep as they are: offsets move only after the effect is durable.
+const CONSUMER_GUARDS: &[(&str, &[&str], &str)] = &[
+    (
+        "enable.auto.commit",
+        &["false"],
+        "offsets are committed only after the data they stand for is durable",
+    ),
+    (
+        "enable.auto.offset.store",
+        &["false"],
+        "offsets are stored only after the data they stand for is durable",
+    ),
+];
+
+/// The bootstrap list and the passthrough properties, checked against `guards`.
+fn base_config(
+    kafka: &KafkaConfig,
+    guards: &[(&str, &[&str], &'static str)],
+) -> Result<ClientConfig, ClientError> {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", &kafka.bootstrap_servers);
+    for (key, value) in &kafka.properties {
+        if let Some((_, allowed, why)) = guards.iter().find(|(k, ..)| k == key)
+            && !allowed.contains(&value.as_str())
+        {
+            return Err(ClientError::Refused {
+                key: key.clone(),
+                value: value.clone(),
+                why,
+            });
+        }
+        config.set(key, value);
+    }
+    Ok(config)
+}
+
+/// The producer's configuration: idempotent, `acks=all`, then the passthrough properties.
+///
+/// # Errors
+/// [`ClientError::Refused`] when a property would turn idempotence or full acks off.
+pub fn producer_config(kafka: &KafkaConfig) -> Result<ClientConfig, ClientError> {
+    let mut config = ClientConfig::new();
+    config
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "5");
+    for (key, value) in base_config(kafka, PRODUCER_GUARDS)?.config_map() {
+        config.set(key, value);
+    }
+    Ok(config)
+}
+
+/// An idempotent producer with `acks=all`.
+///
+/// # Errors
+/// [`ClientError`] when a property is refused or librdkafka rejects the configuration.
+pub fn create_producer(kafka: &KafkaConfig) -> Result<FutureProducer, ClientError> {
+    Ok(producer_config(kafka)?.create()?)
+}
+
+/// The consumer's configuration: group `group_id`, no automatic commits or offset stores,
+/// starting from the earliest offset of a new group, then the passthrough properties.
+///
+/// # Errors
+/// [`ClientError::Refused`] when a property would let offsets move by themselves.
+pub fn consumer_config(kafka: &KafkaConfig, group_id: &str) -> Result<ClientConfig, ClientError> {
+    let mut config = ClientConfig::new();
+    config
+        .set("group.id", group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest");
+    for (key, value) in base_config(kafka, CONSUMER_GUARDS)?.config_map() {
+        config.set(key, value);
+    }
+    Ok(config)
+}
+
+/// A consumer in group `group_id` that commits only when told to.
+///
+/// # Errors
+/// [`ClientError`] when a property is refused or librdkafka rejects the configuration.
+pub fn create_consumer(kafka: &KafkaConfig, group_id: &str) -> Result<StreamConsumer, ClientError> {
+    Ok(consumer_config(kafka, group_id)?.create()?)
+}
+
+/// An admin client for the cluster.
+///
+/// # Errors
+/// [`ClientError`] when librdkafka rejects the configuration.
+pub fn create_admin(kafka: &KafkaConfig) -> Result<AdminClient<DefaultClientContext>, ClientError> {
+    Ok(base_config(kafka, &[])?.create()?)
+}
+
+/// Waits for the cluster's metadata, so that a program fails at start-up, with a message naming
+/// the brokers, rather than retrying silently forever.
+///
+/// # Errors
+/// [`ClientError::Unreachable`] when no broker answers within `kafka.connect_timeout`.
+pub async fn check_reachable(kafka: &KafkaConfig) -> Result<(), ClientError> {
+    let consumer: rdkafka::consumer::BaseConsumer = base_config(kafka, &[])?.create()?;
+    let timeout = kafka.connect_timeout;
+    tokio::task::spawn_blocking(move || consumer.fetch_metadata(None, timeout))
+        .await
+        .map_err(|e| ClientError::Unreachable {
+            servers: kafka.bootstrap_servers.clone(),
+            timeout,
+            detail: e.to_string(),
+        })?
+        .map(drop)
+        .map_err(|e| ClientError::Unreachable {
+            servers: kafka.bootstrap_servers.clone(),
+            timeout,
+            detail: e.to_string(),
+        })
+}
+
+/// Creates each `(name, partitions)` topic that does not exist yet; existing ones are left as
+/// they are.
+///
+/// # Errors
+/// [`ClientError`] when the cluster refuses a creation for another reason than its existence.
+pub async fn ensure_topics(kafka: &KafkaConfig, topics: &[(&str, i32)]) -> Result<(), ClientError> {
+    let admin = create_admin(kafka)?;
+    let new: Vec<NewTopic<'_>> = topics
+        .iter()
+        .map(|(name, partitions)| NewTopic::new(name, *partitions, TopicReplication::Fixed(-1)))
+        .collect();
+    let options = AdminOptions::new().operation_timeout(Some(kafka.connect_timeout));
+    for result in admin.create_topics(&new, &options).await? {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((_, code)) => return Err(ClientError::Kafka(KafkaError::AdminOp(code))),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(properties: &[(&str, &str)]) -> KafkaConfig {
+        KafkaConfig {
+            properties: properties
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            ..KafkaConfig::default()
+        }
+    }
+
+    #[test]
+    fn the_producer_is_idempotent_with_full_acks_by_default() {
+        let config = producer_config(&KafkaConfig::default()).unwrap();
+        assert_eq!(config.get("enable.idempotence"), Some("true"));
+        assert_eq!(config.get("acks"), Some("all"));
+        assert_eq!(
+            config.get("bootstrap.servers"),
+            Some("127.0.0.1:19092,127.0.0.1:19093,127.0.0.1:19094")
+        );
+    }
+
+    #[test]
+    fn passthrough_properties_reach_the_client() {
+        let config = producer_config(&with(&[("linger.ms", "50")])).unwrap();
+        assert_eq!(config.get("linger.ms"), Some("50"));
+    }
+
+    #[test]
+    fn overrides_that_break_a_guarantee_are_refused() {
+        let err = producer_config(&with(&[("enable.idempotence", "false")])).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("enable.idempotence=false is refused"),
+            "{err}"
+        );
+        assert!(producer_config(&with(&[("acks", "1")])).is_err());
+        let err = consumer_config(&with(&[("enable.auto.commit", "true")]), "g").unwrap_err();
+        assert!(err.to_string().contains("enable.auto.commit=true"), "{err}");
+    }
+
+    #[test]
+    fn the_consumer_never_commits_by_itself() {
+        let config = consumer_config(&KafkaConfig::default(), "group-a").unwrap();
+        assert_eq!(config.get("group.id"), Some("group-a"));
+        assert_eq!(config.get("enable.auto.commit"), Some("false"));
+        assert_eq!(config.get("enable.auto.offset.store"), Some("false"));
+    }
+}

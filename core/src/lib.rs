@@ -1,0 +1,19 @@
+//! The shared contract of marketflow: the records and their Avro schemas, the registry codec,
+//! configuration, Kafka client builders, telemetry, the admin server and graceful shutdown.
+//!
+//! Every program of the workspace (`scraper`, `sink`, `streams`) builds on this crate, so that they
+//! agree on what a listing is, how it is framed on the wire and how they are configured.
+
+pub mod admin;
+pub mod codec;
+pub mod config;
+pub mod kafka;
+pub mod record;
+pub mod schema;
+pub mod shutdown;
+pub mod telemetry;
+#[cfg(feature = "testkit")]
+pub mod testkit;
+
+pub use codec::{Codec, CodecError};
+pub use config::Config;

@@ -1,0 +1,102 @@
+//! The Avro schemas of the records marketflow moves, read from `core/schemas/*.avsc`, and the
+//! registry subjects they are registered under (Confluent's TopicNameStrategy).
+
+use schema_registry_converter::schema_registry_common::{SchemaType, SuppliedSchema};
+
+/// An Avro schema shipped as a file in `core/schemas/`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SchemaFile {
+    /// The record's full name, e.g. `io.marketflow.listing.Listing`.
+    pub full_name: &'static str,
+    /// The schema's JSON text, exactly as in the file.
+    pub json: &'static str,
+}
+
+/// Key of the `listings` topic: `core/schemas/listing-key.avsc`.
+pub const LISTING_KEY: SchemaFile = SchemaFile {
+    full_name: "io.marketflow.listing.ListingKey",
+    json: include_str!("../schemas/listing-key.avsc"),
+};
+
+/// Value of the `listings` topic: `core/schemas/listing.avsc`.
+pub const LISTING: SchemaFile = SchemaFile {
+    full_name: "io.marketflow.listing.Listing",
+    json: include_str!("../schemas/listing.avsc"),
+};
+
+/// Key of the `listing-sums` topic: `core/schemas/listing-sum-key.avsc`.
+pub const LISTING_SUM_KEY: SchemaFile = SchemaFile {
+    full_name: "io.marketflow.sums.ListingSumKey",
+    json: include_str!("../schemas/listing-sum-key.avsc"),
+};
+
+/// Value of the `listing-sums` topic: `core/schemas/listing-sum.avsc`.
+pub const LISTING_SUM: SchemaFile = SchemaFile {
+    full_name: "io.marketflow.sums.ListingSum",
+    json: include_str!("../schemas/listing-sum.avsc"),
+};
+
+/// Every schema file of the contract.
+pub const ALL: [SchemaFile; 4] = [LISTING_KEY, LISTING, LISTING_SUM_KEY, LISTING_SUM];
+
+impl SchemaFile {
+    /// Parses the schema.
+    ///
+    /// # Errors
+    /// When the file is not a valid Avro schema (a unit test guards every shipped file).
+    pub fn parse(&self) -> Result<apache_avro::Schema, apache_avro::Error> {
+        apache_avro::Schema::parse_str(self.json)
+    }
+
+    /// The schema as `schema_registry_converter` registers it.
+    pub fn supplied(&self) -> SuppliedSchema {
+        SuppliedSchema::new(
+            Some(self.full_name.to_owned()),
+            SchemaType::Avro,
+            self.json.to_owned(),
+        )
+    }
+}
+
+/// Which half of a Kafka record a schema describes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// The record's key.
+    Key,
+    /// The record's value.
+    Value,
+}
+
+/// The registry subject of `topic`'s key or value under TopicNameStrategy: `<topic>-key` or
+/// `<topic>-value`.
+pub fn subject(topic: &str, part: Part) -> String {
+    match part {
+        Part::Key => format!("{topic}-key"),
+        Part::Value => format!("{topic}-value"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_shipped_schema_parses_under_its_declared_name() {
+        for file in ALL {
+            let schema = file
+                .parse()
+                .unwrap_or_else(|e| panic!("{}: {e}", file.full_name));
+            let name = match &schema {
+                apache_avro::Schema::Record(record) => record.name.fullname(None),
+                other => panic!("{} is not a record: {other:?}", file.full_name),
+            };
+            assert_eq!(name, file.full_name);
+        }
+    }
+
+    #[test]
+    fn subjects_follow_topic_name_strategy() {
+        assert_eq!(subject("listings", Part::Key), "listings-key");
+        assert_eq!(subject("listings", Part::Value), "listings-value");
+    }
+}

@@ -1,0 +1,91 @@
+//! Helpers for the tests that run against the local cluster (`scripts/cluster.sh up`): where it
+//! is, a check that fails loudly when it is not there, and names no other test uses.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::config::Config;
+use crate::kafka;
+
+/// The message every cluster-backed test fails with when the cluster is not there.
+pub const NEEDS_CLUSTER: &str = "run scripts/cluster.sh up";
+
+/// The local cluster as the tests see it: the default configuration, with any
+/// `MARKETFLOW__…` overrides from the environment.
+#[derive(Debug, Clone)]
+pub struct Cluster {
+    /// The configuration pointing at the cluster.
+    pub config: Config,
+}
+
+impl Cluster {
+    /// Checks that the brokers and the registry answer, and panics with
+    /// `… run scripts/cluster.sh up` when either does not.
+    pub async fn require() -> Self {
+        let mut config = Config::load(None).unwrap_or_else(|e| panic!("{e}"));
+        config.kafka.connect_timeout = Duration::from_secs(5);
+        if let Err(e) = kafka::check_reachable(&config.kafka).await {
+            panic!("the local cluster's brokers are not reachable ({e}): {NEEDS_CLUSTER}");
+        }
+        let registry = authority(&config.registry.url);
+        if let Err(e) = tokio::net::TcpStream::connect(&registry).await {
+            panic!(
+                "the local cluster's schema registry is not reachable at {registry} ({e}): \
+                 {NEEDS_CLUSTER}"
+            );
+        }
+        Self { config }
+    }
+
+    /// Creates a topic of `partitions` partitions with a name no other test uses, and returns
+    /// the name.
+    pub async fn topic(&self, prefix: &str, partitions: i32) -> String {
+        let name = unique(prefix);
+        kafka::ensure_topics(&self.config.kafka, &[(&name, partitions)])
+            .await
+            .unwrap_or_else(|e| panic!("cannot create topic {name}: {e}"));
+        name
+    }
+}
+
+/// `prefix-<pid>-<time>-<n>`: unique across processes and within one.
+pub fn unique(prefix: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{prefix}-{}-{nanos:x}-{n}", std::process::id())
+}
+
+/// The folder holding the local cluster's state, logs and PID files.
+pub fn cluster_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("MARKETFLOW_CLUSTER_DIR") {
+        return PathBuf::from(dir);
+    }
+    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("/root"), PathBuf::from);
+    home.join(".cache/marketflow/cluster")
+}
+
+/// `host:port` of an `http://host:port/...` URL.
+fn authority(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    rest.split('/').next().unwrap_or(rest).to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn authority_is_host_and_port() {
+        assert_eq!(authority("http://127.0.0.1:18081"), "127.0.0.1:18081");
+        assert_eq!(authority("http://registry:8081/"), "registry:8081");
+    }
+
+    #[test]
+    fn unique_names_differ() {
+        assert_ne!(unique("t"), unique("t"));
+    }
+}

@@ -1,0 +1,52 @@
+//! A small schema registry speaking the Avro subset of the Confluent Schema Registry REST API,
+//! for machines without Docker: the same clients work against it and against
+//! `confluentinc/cp-schema-registry`.
+//!
+//! [`Store`] holds the state (in memory, or persisted to a JSON file), [`router`] answers
+//! HTTP over it, and [`serve`] runs that on a listener until a shutdown future resolves:
+//!
+//! ```no_run
+//! # async fn demo() -> std::io::Result<()> {
+//! use marketflow_registry::{Store, serve};
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! let url = format!("http://{}", listener.local_addr()?);
+//! let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+//! let server = tokio::spawn(serve(listener, Store::in_memory(), async {
+//!     let _ = stopped.await;
+//! }));
+//! // ... talk to `url` ...
+//! # let _ = url;
+//! let _ = stop.send(());
+//! let _ = server.await;
+//! # Ok(())
+//! # }
+//! ```
+
+pub mod api;
+pub mod cli;
+pub mod compat;
+pub mod error;
+pub mod schema;
+pub mod store;
+
+use std::future::Future;
+
+pub use api::router;
+pub use compat::CompatibilityLevel;
+pub use error::{RegistryError, StoreError};
+pub use store::{SchemaRequest, Store};
+
+/// Serves the registry over `store` on `listener` until `shutdown` resolves, then lets the
+/// requests in flight finish.
+pub async fn serve<F>(
+    listener: tokio::net::TcpListener,
+    store: Store,
+    shutdown: F,
+) -> std::io::Result<()>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    axum::serve(listener, router(store))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

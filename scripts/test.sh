@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The test command: brings the local cluster up (installing what is missing), then runs every test
+# of the workspace, the cluster-backed ones (#[ignore = "needs the local cluster..."]) included.
+# Extra arguments go to the test binaries, e.g. `scripts/test.sh registry_`.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+scripts/cluster.sh up
+eval "$(scripts/cluster.sh env)"
+cargo test --workspace -- --include-ignored "$@"
