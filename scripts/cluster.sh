@@ -118,7 +118,7 @@ pg_reachable() {
 }
 
 start_postgres() {
-  local data=$STATE/postgres/data log=$STATE/logs/postgres.log
+  local data=$STATE/postgres/data log=$STATE/postgres/postgres.log # written by user postgres
   if runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$data" status >/dev/null 2>&1; then return; fi
   mkdir -p "$STATE/postgres/run"
   chown -R postgres:postgres "$STATE/postgres"
