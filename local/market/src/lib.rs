@@ -1,0 +1,1 @@
+//! The offline marketplace (issue #3).
