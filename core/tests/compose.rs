@@ -4,6 +4,7 @@
 //! quorum and replication settings agree. Deliberate mistakes make the check fail.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test crate: a panic is a failed test
+#![allow(clippy::result_large_err)] // figment::Jail's closures return figment's large error
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -217,10 +218,11 @@ fn check(text: &str) -> Vec<String> {
                 Some(rf) if rf <= count && rf >= 1 => {
                     if let Some(min_isr) = number("KAFKA_MIN_INSYNC_REPLICAS")
                         .filter(|_| key == "KAFKA_DEFAULT_REPLICATION_FACTOR")
+                        && min_isr >= rf
                     {
-                        if min_isr >= rf {
-                            problems.push(format!("{name}: min.insync.replicas {min_isr} leaves no broker to lose at replication {rf}"));
-                        }
+                        problems.push(format!(
+                            "{name}: min.insync.replicas {min_isr} leaves no broker to lose at replication {rf}"
+                        ));
                     }
                 }
                 Some(rf) => {
