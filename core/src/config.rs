@@ -213,7 +213,8 @@ pub enum LogFormat {
     Json,
 }
 
-/// The `scraper` program.
+/// The `scraper` program. The defaults crawl the local `market` fast; `scraper/joongna.toml` is
+/// the polite profile for the real site.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ScraperConfig {
@@ -222,6 +223,40 @@ pub struct ScraperConfig {
     pub base_url: String,
     /// Address of the admin server (`/metrics`, `/healthz`).
     pub admin_addr: SocketAddr,
+    /// The User-Agent sent with every request: says who crawls and how to reach them.
+    pub user_agent: String,
+    /// Product pages fetched (and produced) at once.
+    pub concurrency: usize,
+    /// Requests a second across all fetches, retries included (a global rate limit).
+    pub max_requests_per_sec: f64,
+    /// Timeout of one HTTP request, body included.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Retries of one page after a timeout, a connection error, a 429 or a 5xx; then the id is
+    /// recorded as failed.
+    pub max_retries: usize,
+    /// First backoff between retries (doubling, with jitter).
+    #[serde(with = "humantime_serde")]
+    pub min_backoff: Duration,
+    /// Longest backoff between retries, and the longest `Retry-After` honoured.
+    #[serde(with = "humantime_serde")]
+    pub max_backoff: Duration,
+    /// Continuous mode: how often the recent list is polled for new ids.
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+    /// How many ids below the newest one a crawl visits when no range (or checkpoint) says.
+    pub window: u64,
+    /// Key of the HMAC-SHA256 that pseudonymises sellers. Required; never logged. Keep it stable:
+    /// the same seller maps to the same pseudonym only under the same key.
+    pub seller_hmac_key: Option<SecretString>,
+    /// Compacted topic holding the crawl checkpoints, one key per crawl.
+    pub checkpoint_topic: String,
+    /// How often the checkpoint is written while it moves.
+    #[serde(with = "humantime_serde")]
+    pub checkpoint_interval: Duration,
+    /// After SIGINT/SIGTERM, how long in-flight pages may take to finish before a hard stop.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
 }
 
 impl Default for ScraperConfig {
@@ -229,18 +264,89 @@ impl Default for ScraperConfig {
         Self {
             base_url: "http://127.0.0.1:18080".to_owned(),
             admin_addr: SocketAddr::from(([127, 0, 0, 1], 19301)),
+            user_agent: concat!(
+                "marketflow-scraper/",
+                env!("CARGO_PKG_VERSION"),
+                " (+https://example.invalid/marketflow; polite crawler of public listings)"
+            )
+            .to_owned(),
+            concurrency: 32,
+            max_requests_per_sec: 2000.0,
+            request_timeout: Duration::from_secs(10),
+            max_retries: 8,
+            min_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(30),
+            poll_interval: Duration::from_secs(10),
+            window: 2000,
+            seller_hmac_key: None,
+            checkpoint_topic: "scraper-checkpoints".to_owned(),
+            checkpoint_interval: Duration::from_secs(1),
+            shutdown_grace: Duration::from_secs(30),
         }
     }
 }
 
-/// The `sink` program.
+/// The `sink` program: a JDBC-like Kafka → MySQL sink. The Kafka Connect JDBC sink's settings map
+/// to these keys (`insert.mode` → `insert_mode`, `pk.mode` → `pk_mode`, ...); see the README.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SinkConfig {
     /// MySQL URL, `mysql://user:password@host:port/database`. Never logged.
     pub database_url: SecretString,
-    /// Address of the admin server (`/metrics`, `/healthz`).
+    /// Address of the admin server (`/metrics`, `/healthz`, `/status`, `/pause`, `/resume`,
+    /// `/replay`).
     pub admin_addr: SocketAddr,
+    /// Topics to read (Avro key and value through the registry).
+    pub topics: Vec<String>,
+    /// The consumer group; its committed offsets say how far the tables are written.
+    pub group_id: String,
+    /// Table name of a topic's rows; `${topic}` is replaced by the topic name, and every
+    /// character other than ASCII letters, digits and `_` (dots, dashes) becomes `_`.
+    pub table_name_format: String,
+    /// `insert`, `upsert` (`INSERT ... ON DUPLICATE KEY UPDATE`) or `update`.
+    pub insert_mode: String,
+    /// Where the primary key comes from: `none`, `kafka` (topic, partition, offset),
+    /// `record_key` or `record_value`.
+    pub pk_mode: String,
+    /// The primary key's fields: of the key with `record_key` (empty: every key field, or
+    /// `__record_key` for a primitive key), of the value with `record_value` (required).
+    pub pk_fields: Vec<String>,
+    /// Value fields written as columns; empty means every field.
+    pub fields_include: Vec<String>,
+    /// Value fields never written as columns.
+    pub fields_exclude: Vec<String>,
+    /// A batch is written when it holds this many records...
+    pub batch_size: usize,
+    /// ... or when its first record is this old, whichever comes first.
+    #[serde(with = "humantime_serde")]
+    pub batch_max_age: Duration,
+    /// Whether a tombstone (a record whose value is null) deletes its row; needs
+    /// `pk_mode = "record_key"`. When off, a tombstone is a record that cannot be written.
+    pub delete_enabled: bool,
+    /// Whether a missing table is created from the value schema.
+    pub auto_create: bool,
+    /// Whether a field new to the schema adds a column (never drops or retypes one).
+    pub auto_evolve: bool,
+    /// `none`: stop at the first record that cannot be written; `all`: send it to the dead-letter
+    /// topic and go on.
+    pub errors_tolerance: String,
+    /// Dead-letter topic; empty means `topics.dead_letter`.
+    pub dead_letter_topic: String,
+    /// Retries of a batch the database refused for a transient reason (unreachable, deadlock),
+    /// before the sink stops.
+    pub max_retries: usize,
+    /// First wait between retries; it doubles (with jitter) up to `retry_backoff_max`.
+    #[serde(with = "humantime_serde")]
+    pub retry_backoff: Duration,
+    /// Longest wait between retries.
+    #[serde(with = "humantime_serde")]
+    pub retry_backoff_max: Duration,
+    /// How long one database transaction (or connection attempt) may take before it counts as
+    /// failed and is retried.
+    #[serde(with = "humantime_serde")]
+    pub write_timeout: Duration,
+    /// Length of the `VARCHAR` columns made from string key fields.
+    pub key_varchar_length: u32,
 }
 
 impl Default for SinkConfig {
@@ -250,6 +356,26 @@ impl Default for SinkConfig {
                 "mysql://marketflow:marketflow@127.0.0.1:13306/marketflow",
             ),
             admin_addr: SocketAddr::from(([127, 0, 0, 1], 19302)),
+            topics: vec!["listings".to_owned()],
+            group_id: "marketflow-sink".to_owned(),
+            table_name_format: "${topic}".to_owned(),
+            insert_mode: "upsert".to_owned(),
+            pk_mode: "record_key".to_owned(),
+            pk_fields: vec!["product_id".to_owned()],
+            fields_include: Vec::new(),
+            fields_exclude: Vec::new(),
+            batch_size: 500,
+            batch_max_age: Duration::from_millis(500),
+            delete_enabled: true,
+            auto_create: true,
+            auto_evolve: true,
+            errors_tolerance: "all".to_owned(),
+            dead_letter_topic: String::new(),
+            max_retries: 10,
+            retry_backoff: Duration::from_millis(200),
+            retry_backoff_max: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(30),
+            key_varchar_length: 255,
         }
     }
 }
@@ -260,8 +386,26 @@ impl Default for SinkConfig {
 pub struct StreamsConfig {
     /// Listings priced above this many KRW are dropped; exactly this much passes.
     pub max_price: i64,
-    /// Address of the admin server (`/metrics`, `/healthz`).
+    /// Address of the admin server (`/metrics`, `/healthz`, `/status`, `/pause`, `/resume`,
+    /// `/replay`).
     pub admin_addr: SocketAddr,
+    /// What a sum counts: `distinct` (each product id once, in its latest version) or `append`
+    /// (every accepted record).
+    pub semantics: StreamsSemantics,
+    /// How sums stay exact across crashes: `changelog` (no transactions needed) or
+    /// `exactly_once` (Kafka transactions; the brokers must support them).
+    pub guarantee: StreamsGuarantee,
+    /// The category level (1-4) summed per value, beside the global `all`.
+    pub category_level: u8,
+    /// Consumer group of the workers; instances in one group split the input partitions.
+    pub group_id: String,
+    /// Compacted topic holding each input partition's state and the input offsets it reflects.
+    pub changelog_topic: String,
+    /// Compacted topic of per-input-partition partial sums, keyed so that each sum has one owner.
+    pub partials_topic: String,
+    /// How often state is made durable and changed sums are emitted, e.g. `"500ms"`.
+    #[serde(with = "humantime_serde")]
+    pub commit_interval: Duration,
 }
 
 impl Default for StreamsConfig {
@@ -269,8 +413,37 @@ impl Default for StreamsConfig {
         Self {
             max_price: 1_000_000,
             admin_addr: SocketAddr::from(([127, 0, 0, 1], 19303)),
+            semantics: StreamsSemantics::Distinct,
+            guarantee: StreamsGuarantee::Changelog,
+            category_level: 1,
+            group_id: "marketflow-streams".to_owned(),
+            changelog_topic: "marketflow-streams-changelog".to_owned(),
+            partials_topic: "marketflow-streams-partials".to_owned(),
+            commit_interval: Duration::from_millis(500),
         }
     }
+}
+
+/// What a running sum counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StreamsSemantics {
+    /// The sum over the current set: a product id counts once, in its latest version; a newer
+    /// version replaces the old contribution and a tombstone removes it.
+    Distinct,
+    /// Every accepted record counts, repeats included.
+    Append,
+}
+
+/// How the `streams` program keeps its sums exact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StreamsGuarantee {
+    /// Exact without transactions: state and input offsets in a changelog topic, idempotent
+    /// partial sums.
+    Changelog,
+    /// Kafka transactions: changelog, outputs and input offsets committed atomically.
+    ExactlyOnce,
 }
 
 #[cfg(test)]
@@ -386,6 +559,49 @@ mod tests {
     }
 
     #[test]
+    fn sink_lists_and_durations_come_from_the_environment() {
+        Jail::expect_with(|jail| {
+            jail.clear_env();
+            jail.set_env("MARKETFLOW__SINK__TOPICS", "[a-topic, b.topic]");
+            jail.set_env("MARKETFLOW__SINK__PK_FIELDS", "[product_id]");
+            jail.set_env("MARKETFLOW__SINK__BATCH_MAX_AGE", "250ms");
+            jail.set_env("MARKETFLOW__SINK__INSERT_MODE", "insert");
+            let config = Config::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(config.sink.topics, ["a-topic", "b.topic"]);
+            assert_eq!(config.sink.pk_fields, ["product_id"]);
+            assert_eq!(config.sink.batch_max_age, Duration::from_millis(250));
+            assert_eq!(config.sink.insert_mode, "insert");
+            assert_eq!(config.sink.pk_mode, "record_key");
+            assert_eq!(SinkConfig::default().topics, ["listings"]);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn streams_options_load_from_the_environment() {
+        Jail::expect_with(|jail| {
+            jail.clear_env();
+            let defaults = Config::load(None).map_err(|e| e.to_string())?.streams;
+            assert_eq!(defaults.semantics, StreamsSemantics::Distinct);
+            assert_eq!(defaults.guarantee, StreamsGuarantee::Changelog);
+            assert_eq!(defaults.category_level, 1);
+            jail.set_env("MARKETFLOW__STREAMS__SEMANTICS", "append");
+            jail.set_env("MARKETFLOW__STREAMS__GUARANTEE", "exactly_once");
+            jail.set_env("MARKETFLOW__STREAMS__COMMIT_INTERVAL", "200ms");
+            jail.set_env("MARKETFLOW__STREAMS__CATEGORY_LEVEL", "2");
+            let streams = Config::load(None).map_err(|e| e.to_string())?.streams;
+            assert_eq!(streams.semantics, StreamsSemantics::Append);
+            assert_eq!(streams.guarantee, StreamsGuarantee::ExactlyOnce);
+            assert_eq!(streams.commit_interval, Duration::from_millis(200));
+            assert_eq!(streams.category_level, 2);
+            jail.set_env("MARKETFLOW__STREAMS__SEMANTICS", "unique");
+            let err = Config::load(None).err().ok_or("a bad value was accepted")?;
+            assert!(err.to_string().contains("MARKETFLOW__STREAMS__SEMANTICS"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
     fn a_badly_typed_value_is_an_error_naming_the_key() {
         Jail::expect_with(|jail| {
             jail.clear_env();
@@ -398,6 +614,28 @@ mod tests {
                 err.contains("environment variable MARKETFLOW__STREAMS__MAX_PRICE"),
                 "{err}"
             );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn scraper_settings_read_durations_and_keep_the_key_secret() {
+        Jail::expect_with(|jail| {
+            jail.clear_env();
+            jail.create_file(
+                "marketflow.toml",
+                "[scraper]\nrequest_timeout = \"250ms\"\nconcurrency = 4\nmax_requests_per_sec = 1.5\n",
+            )?;
+            jail.set_env("MARKETFLOW__SCRAPER__SELLER_HMAC_KEY", "s3cret-key");
+            let config =
+                Config::load(Some(Path::new("marketflow.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(config.scraper.request_timeout, Duration::from_millis(250));
+            assert_eq!(config.scraper.concurrency, 4);
+            assert!((config.scraper.max_requests_per_sec - 1.5).abs() < f64::EPSILON);
+            assert_eq!(config.scraper.window, 2000);
+            let key = config.scraper.seller_hmac_key.as_ref().ok_or("no key")?;
+            assert_eq!(key.expose_secret(), "s3cret-key");
+            assert!(!format!("{config:?}").contains("s3cret"), "the key leaked");
             Ok(())
         });
     }

@@ -1,6 +1,8 @@
-//! The `streams` program: Drops listings over the price limit and keeps running sums, back to Kafka as Avro.
-//!
-//! Its logic arrives with issue #5; until then `run` says so.
+//! The `streams` program: drops listings over the price limit and keeps running sums, back to
+//! Kafka as Avro.
+
+pub mod aggregate;
+pub mod filter;
 
 use marketflow_core::Config;
 use tokio_util::sync::CancellationToken;

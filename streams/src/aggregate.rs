@@ -1,0 +1,657 @@
+//! The running sums as pure logic: one input partition's state (its products and per-scope
+//! aggregates), the changes input records make to it, and the merge of partial sums into totals.
+//!
+//! Nothing here touches Kafka, so the proptests below check the arithmetic against a plain
+//! recomputation, and crash recovery (replaying a changelog into a fresh state) against the
+//! uninterrupted run.
+
+use std::collections::{BTreeMap, HashMap};
+
+use marketflow_core::config::StreamsSemantics;
+use marketflow_core::record::{Listing, ListingSum, ListingSumKey};
+
+use crate::filter::{Verdict, verdict};
+
+/// Scope and value of the global total.
+pub const ALL: &str = "all";
+
+/// The category value of a listing that has none at the configured level.
+pub const NO_CATEGORY: &str = "unknown";
+
+/// What one product adds to the sums: its price, under its category.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Contribution {
+    /// Price in KRW.
+    pub price: i64,
+    /// The category value at the configured level, or [`NO_CATEGORY`].
+    pub category: String,
+}
+
+/// The change one input record makes to its partition's state; also the changelog record that
+/// makes the change durable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// Offset of the input record in its partition.
+    pub offset: i64,
+    /// The input record's timestamp, epoch milliseconds: the sums' `updated_at`.
+    pub timestamp: i64,
+    /// The product the record is about.
+    pub product_id: i64,
+    /// What the product contributes from now on; `None` for a tombstone or a version the filter
+    /// drops (under `distinct` it leaves the set; under `append` nothing happens).
+    pub next: Option<Contribution>,
+}
+
+/// Which scopes a state sums over, beside the global `all`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scoping {
+    /// What a sum counts.
+    pub semantics: StreamsSemantics,
+    /// The category level, 1 to 4.
+    pub category_level: u8,
+}
+
+impl Scoping {
+    /// The scope name of the category sums, e.g. `category_level1`.
+    pub fn category_scope(&self) -> String {
+        format!("category_level{}", self.category_level)
+    }
+
+    /// The category of `listing` at the configured level.
+    pub fn category_of(&self, listing: &Listing) -> String {
+        let level = match self.category_level {
+            1 => &listing.category_level1,
+            2 => &listing.category_level2,
+            3 => &listing.category_level3,
+            _ => &listing.category_level4,
+        };
+        level.clone().unwrap_or_else(|| NO_CATEGORY.to_owned())
+    }
+
+    /// The change an input record makes, with the filter's verdict (`None` for a tombstone).
+    pub fn change(
+        &self,
+        offset: i64,
+        timestamp: i64,
+        product_id: i64,
+        listing: Option<&Listing>,
+        max_price: i64,
+    ) -> (Option<Verdict>, Change) {
+        let verdict = listing.map(|l| verdict(l.price, max_price));
+        let next = match (listing, verdict) {
+            (Some(listing), Some(Verdict::Accept(price))) => Some(Contribution {
+                price,
+                category: self.category_of(listing),
+            }),
+            _ => None,
+        };
+        let change = Change {
+            offset,
+            timestamp,
+            product_id,
+            next,
+        };
+        (verdict, change)
+    }
+}
+
+/// A sum over a subset of listings: one partition's share of a scope, or the merged total.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Summary {
+    /// Listings summed.
+    pub count: i64,
+    /// Sum of their prices (wrapping, so that removing undoes adding exactly).
+    pub sum: i64,
+    /// Lowest price, when any.
+    pub min: Option<i64>,
+    /// Highest price, when any.
+    pub max: Option<i64>,
+    /// When the sum last changed, epoch milliseconds.
+    pub updated_at: i64,
+}
+
+impl Summary {
+    /// Merges partial sums of disjoint subsets into their total.
+    pub fn merge<'a>(parts: impl IntoIterator<Item = &'a Summary>) -> Summary {
+        parts
+            .into_iter()
+            .fold(Summary::default(), |total, part| Summary {
+                count: total.count + part.count,
+                sum: total.sum.wrapping_add(part.sum),
+                min: option_min(total.min, part.min),
+                max: option_max(total.max, part.max),
+                updated_at: total.updated_at.max(part.updated_at),
+            })
+    }
+
+    /// The output record for `key`.
+    pub fn to_record(self, key: &ListingSumKey) -> ListingSum {
+        ListingSum {
+            scope: key.scope.clone(),
+            value: key.value.clone(),
+            count: self.count,
+            sum: self.sum,
+            min: self.min,
+            max: self.max,
+            updated_at: self.updated_at,
+        }
+    }
+}
+
+fn option_min(a: Option<i64>, b: Option<i64>) -> Option<i64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+fn option_max(a: Option<i64>, b: Option<i64>) -> Option<i64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// One scope's aggregate: the prices as a multiset, so that min and max survive removals.
+#[derive(Debug, Clone, Default)]
+struct Scope {
+    count: i64,
+    sum: i64,
+    prices: BTreeMap<i64, u32>,
+    updated_at: i64,
+}
+
+impl Scope {
+    fn add(&mut self, price: i64, at: i64) {
+        self.count += 1;
+        self.sum = self.sum.wrapping_add(price);
+        *self.prices.entry(price).or_insert(0) += 1;
+        self.updated_at = at;
+    }
+
+    fn remove(&mut self, price: i64, at: i64) {
+        self.count -= 1;
+        self.sum = self.sum.wrapping_sub(price);
+        if let Some(n) = self.prices.get_mut(&price) {
+            *n -= 1;
+            if *n == 0 {
+                self.prices.remove(&price);
+            }
+        }
+        self.updated_at = at;
+    }
+
+    fn summary(&self) -> Summary {
+        Summary {
+            count: self.count,
+            sum: self.sum,
+            min: self.prices.first_key_value().map(|(p, _)| *p),
+            max: self.prices.last_key_value().map(|(p, _)| *p),
+            updated_at: self.updated_at,
+        }
+    }
+}
+
+/// What applying a change did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// The change was at or before the state's position: already reflected, skipped.
+    Skipped,
+    /// The state is as it was (e.g. the same version again); nothing to make durable.
+    Unchanged,
+    /// The state changed; the change must reach the changelog.
+    Changed,
+}
+
+/// One input partition's state: each product's current contribution (under `distinct`), each
+/// scope's aggregate, and the offset of the last input record reflected.
+#[derive(Debug, Clone)]
+pub struct Aggregator {
+    scoping: Scoping,
+    category_scope: String,
+    products: HashMap<i64, Contribution>,
+    scopes: BTreeMap<ListingSumKey, Scope>,
+    position: Option<i64>,
+}
+
+impl Aggregator {
+    /// An empty state that has reflected no input.
+    pub fn new(scoping: Scoping) -> Self {
+        Self {
+            category_scope: scoping.category_scope(),
+            scoping,
+            products: HashMap::new(),
+            scopes: BTreeMap::new(),
+            position: None,
+        }
+    }
+
+    /// The offset of the last input record reflected, if any.
+    pub fn position(&self) -> Option<i64> {
+        self.position
+    }
+
+    /// Products in the current set (`distinct`; always 0 under `append`).
+    pub fn products(&self) -> usize {
+        self.products.len()
+    }
+
+    /// Applies `change` unless its offset is already reflected, and returns the keys whose sums
+    /// it touched (empty unless [`Applied::Changed`]).
+    pub fn apply(&mut self, change: &Change) -> (Applied, Vec<ListingSumKey>) {
+        if self.position.is_some_and(|p| change.offset <= p) {
+            return (Applied::Skipped, Vec::new());
+        }
+        self.position = Some(change.offset);
+        let at = change.timestamp;
+        let mut touched = Vec::new();
+        match self.scoping.semantics {
+            StreamsSemantics::Distinct => {
+                let old = self.products.get(&change.product_id);
+                if old == change.next.as_ref() {
+                    return (Applied::Unchanged, touched);
+                }
+                if let Some(old) = self.products.remove(&change.product_id) {
+                    for key in self.keys(&old.category) {
+                        self.scopes
+                            .entry(key.clone())
+                            .or_default()
+                            .remove(old.price, at);
+                        touched.push(key);
+                    }
+                }
+                if let Some(next) = &change.next {
+                    for key in self.keys(&next.category) {
+                        self.scopes
+                            .entry(key.clone())
+                            .or_default()
+                            .add(next.price, at);
+                        touched.push(key);
+                    }
+                    self.products.insert(change.product_id, next.clone());
+                }
+            }
+            StreamsSemantics::Append => {
+                let Some(next) = &change.next else {
+                    return (Applied::Unchanged, touched);
+                };
+                for key in self.keys(&next.category) {
+                    self.scopes
+                        .entry(key.clone())
+                        .or_default()
+                        .add(next.price, at);
+                    touched.push(key);
+                }
+            }
+        }
+        touched.sort();
+        touched.dedup();
+        (Applied::Changed, touched)
+    }
+
+    /// The partition's share of `key`'s sum (zero when it never had any).
+    pub fn summary(&self, key: &ListingSumKey) -> Summary {
+        self.scopes.get(key).map(Scope::summary).unwrap_or_default()
+    }
+
+    /// Every key this partition has ever summed (a key whose count fell to 0 stays, so that its
+    /// zero still reaches the totals).
+    pub fn keys_summed(&self) -> impl Iterator<Item = &ListingSumKey> {
+        self.scopes.keys()
+    }
+
+    fn keys(&self, category: &str) -> [ListingSumKey; 2] {
+        [
+            ListingSumKey {
+                scope: ALL.to_owned(),
+                value: ALL.to_owned(),
+            },
+            ListingSumKey {
+                scope: self.category_scope.clone(),
+                value: category.to_owned(),
+            },
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const MAX: i64 = 1_000_000;
+    const PARTITIONS: i64 = 3;
+
+    /// One input record: a version of a product (price, category) or its tombstone.
+    #[derive(Debug, Clone)]
+    enum Op {
+        Version {
+            id: i64,
+            price: Option<i64>,
+            category: Option<&'static str>,
+        },
+        Tombstone {
+            id: i64,
+        },
+    }
+
+    impl Op {
+        fn id(&self) -> i64 {
+            match self {
+                Op::Version { id, .. } | Op::Tombstone { id } => *id,
+            }
+        }
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        let price = prop_oneof![
+            3 => (0i64..=2 * MAX).prop_map(Some),
+            1 => Just(Some(MAX)),
+            1 => Just(Some(MAX + 1)),
+            1 => Just(None),
+        ];
+        let category =
+            proptest::option::of(prop_oneof![Just("디지털기기"), Just("가구"), Just("의류")]);
+        prop_oneof![
+            6 => (0i64..25, price, category).prop_map(|(id, price, category)| Op::Version { id, price, category }),
+            1 => (0i64..25).prop_map(|id| Op::Tombstone { id }),
+        ]
+    }
+
+    fn listing(id: i64, price: Option<i64>, category: Option<&str>) -> Listing {
+        Listing {
+            product_id: id,
+            title: String::new(),
+            price,
+            condition: "used".into(),
+            sale_status: "on_sale".into(),
+            category_path: None,
+            category_level1: category.map(str::to_owned),
+            category_level2: None,
+            category_level3: None,
+            category_level4: None,
+            description: String::new(),
+            seller: None,
+            location: None,
+            view_count: None,
+            wish_count: None,
+            chat_count: None,
+            image_urls: Vec::new(),
+            posted_at: None,
+            scraped_at: 0,
+            source_url: String::new(),
+        }
+    }
+
+    fn scoping(semantics: StreamsSemantics) -> Scoping {
+        Scoping {
+            semantics,
+            category_level: 1,
+        }
+    }
+
+    /// The changes of `ops`, each with its partition (product id mod 3) and offset in it.
+    fn changes(scoping: &Scoping, ops: &[Op]) -> Vec<(usize, Change)> {
+        let mut next_offset = [0i64; PARTITIONS as usize];
+        ops.iter()
+            .enumerate()
+            .map(|(i, op)| {
+                let partition = (op.id() % PARTITIONS) as usize;
+                let offset = next_offset[partition];
+                next_offset[partition] += 1;
+                let record = match op {
+                    Op::Version {
+                        id,
+                        price,
+                        category,
+                    } => Some(listing(*id, *price, *category)),
+                    Op::Tombstone { .. } => None,
+                };
+                let (_, change) = scoping.change(offset, i as i64, op.id(), record.as_ref(), MAX);
+                (partition, change)
+            })
+            .collect()
+    }
+
+    /// Runs the changes through one aggregator per partition and merges their sums, as the
+    /// worker and the merge stage do.
+    fn totals(
+        parts: &[Aggregator],
+    ) -> BTreeMap<ListingSumKey, (i64, i64, Option<i64>, Option<i64>)> {
+        let mut keys: Vec<&ListingSumKey> =
+            parts.iter().flat_map(Aggregator::keys_summed).collect();
+        keys.sort();
+        keys.dedup();
+        keys.into_iter()
+            .map(|key| {
+                let summaries: Vec<Summary> = parts.iter().map(|p| p.summary(key)).collect();
+                let total = Summary::merge(&summaries);
+                (key.clone(), (total.count, total.sum, total.min, total.max))
+            })
+            .filter(|(_, (count, ..))| *count > 0)
+            .collect()
+    }
+
+    /// The plain recomputation: group the listings that count by scope.
+    fn recompute(
+        semantics: StreamsSemantics,
+        ops: &[Op],
+    ) -> BTreeMap<ListingSumKey, (i64, i64, Option<i64>, Option<i64>)> {
+        let mut counted: Vec<(i64, String)> = Vec::new();
+        match semantics {
+            StreamsSemantics::Append => {
+                for op in ops {
+                    if let Op::Version {
+                        price: Some(p),
+                        category,
+                        ..
+                    } = op
+                        && *p <= MAX
+                    {
+                        counted.push((*p, category.unwrap_or(NO_CATEGORY).to_owned()));
+                    }
+                }
+            }
+            StreamsSemantics::Distinct => {
+                let mut latest: BTreeMap<i64, &Op> = BTreeMap::new();
+                for op in ops {
+                    match op {
+                        Op::Tombstone { id } => {
+                            latest.remove(id);
+                        }
+                        Op::Version { id, .. } => {
+                            latest.insert(*id, op);
+                        }
+                    }
+                }
+                for op in latest.values() {
+                    if let Op::Version {
+                        price: Some(p),
+                        category,
+                        ..
+                    } = op
+                        && *p <= MAX
+                    {
+                        counted.push((*p, category.unwrap_or(NO_CATEGORY).to_owned()));
+                    }
+                }
+            }
+        }
+        let mut groups: BTreeMap<ListingSumKey, Vec<i64>> = BTreeMap::new();
+        for (price, category) in counted {
+            groups
+                .entry(ListingSumKey {
+                    scope: ALL.into(),
+                    value: ALL.into(),
+                })
+                .or_default()
+                .push(price);
+            groups
+                .entry(ListingSumKey {
+                    scope: "category_level1".into(),
+                    value: category,
+                })
+                .or_default()
+                .push(price);
+        }
+        groups
+            .into_iter()
+            .map(|(key, prices)| {
+                let total = prices.iter().fold(0i64, |s, p| s.wrapping_add(*p));
+                let summary = (
+                    prices.len() as i64,
+                    total,
+                    prices.iter().min().copied(),
+                    prices.iter().max().copied(),
+                );
+                (key, summary)
+            })
+            .collect()
+    }
+
+    fn semantics() -> impl Strategy<Value = StreamsSemantics> {
+        prop_oneof![
+            Just(StreamsSemantics::Distinct),
+            Just(StreamsSemantics::Append)
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(500))]
+
+        #[test]
+        fn sums_equal_a_recomputation(semantics in semantics(), ops in proptest::collection::vec(op(), 0..120)) {
+            let scoping = scoping(semantics);
+            let mut parts = vec![Aggregator::new(scoping.clone()); PARTITIONS as usize];
+            for (partition, change) in changes(&scoping, &ops) {
+                parts[partition].apply(&change);
+            }
+            prop_assert_eq!(totals(&parts), recompute(semantics, &ops));
+        }
+
+        #[test]
+        fn a_crash_and_a_replay_of_the_changelog_change_nothing(
+            semantics in semantics(),
+            ops in proptest::collection::vec(op(), 0..120),
+            crash_at in 0usize..120,
+            durable_share in 0usize..=100,
+        ) {
+            // The uninterrupted run.
+            let scoping = scoping(semantics);
+            let all = changes(&scoping, &ops);
+            let mut parts = vec![Aggregator::new(scoping.clone()); PARTITIONS as usize];
+            for (partition, change) in &all {
+                parts[*partition].apply(change);
+            }
+
+            // A run that crashes after `crash_at` records with only a prefix of its changelog
+            // durable, restores from that prefix, and resumes after the restored position.
+            let crash_at = crash_at.min(all.len());
+            let mut changelog: Vec<Vec<Change>> = vec![Vec::new(); PARTITIONS as usize];
+            let mut before = vec![Aggregator::new(scoping.clone()); PARTITIONS as usize];
+            for (partition, change) in &all[..crash_at] {
+                if before[*partition].apply(change).0 == Applied::Changed {
+                    changelog[*partition].push(change.clone());
+                }
+            }
+            let mut restored = vec![Aggregator::new(scoping.clone()); PARTITIONS as usize];
+            for (partition, log) in changelog.iter().enumerate() {
+                let durable = log.len() * durable_share / 100;
+                // A duplicate of the durable tail, as a zombie writer or a retry would leave.
+                let replay = log[..durable].iter().chain(log[..durable].last());
+                for change in replay {
+                    restored[partition].apply(change);
+                }
+            }
+            for (partition, change) in &all {
+                restored[*partition].apply(change);
+            }
+            prop_assert_eq!(totals(&restored), totals(&parts));
+            prop_assert_eq!(totals(&restored), recompute(semantics, &ops));
+        }
+    }
+
+    #[test]
+    fn a_move_across_categories_moves_the_contribution() {
+        let scoping = scoping(StreamsSemantics::Distinct);
+        let mut state = Aggregator::new(scoping.clone());
+        let a = listing(7, Some(500), Some("가구"));
+        let b = listing(7, Some(700), Some("의류"));
+        state.apply(&scoping.change(0, 10, 7, Some(&a), MAX).1);
+        state.apply(&scoping.change(1, 20, 7, Some(&b), MAX).1);
+        let furniture = ListingSumKey {
+            scope: "category_level1".into(),
+            value: "가구".into(),
+        };
+        let clothes = ListingSumKey {
+            scope: "category_level1".into(),
+            value: "의류".into(),
+        };
+        let all = ListingSumKey {
+            scope: ALL.into(),
+            value: ALL.into(),
+        };
+        assert_eq!(
+            state.summary(&furniture),
+            Summary {
+                updated_at: 20,
+                ..Summary::default()
+            }
+        );
+        assert_eq!(
+            state.summary(&clothes),
+            Summary {
+                count: 1,
+                sum: 700,
+                min: Some(700),
+                max: Some(700),
+                updated_at: 20
+            }
+        );
+        assert_eq!(state.summary(&all).count, 1);
+        assert_eq!(state.summary(&all).sum, 700);
+    }
+
+    #[test]
+    fn min_and_max_survive_the_removal_of_the_extreme() {
+        let scoping = scoping(StreamsSemantics::Distinct);
+        let mut state = Aggregator::new(scoping.clone());
+        for (offset, (id, price)) in [(1, 100), (2, 300), (3, 300), (4, 900)]
+            .into_iter()
+            .enumerate()
+        {
+            state.apply(
+                &scoping
+                    .change(
+                        offset as i64,
+                        0,
+                        id,
+                        Some(&listing(id, Some(price), None)),
+                        MAX,
+                    )
+                    .1,
+            );
+        }
+        state.apply(&scoping.change(4, 0, 4, None, MAX).1);
+        state.apply(&scoping.change(5, 0, 1, None, MAX).1);
+        let all = ListingSumKey {
+            scope: ALL.into(),
+            value: ALL.into(),
+        };
+        assert_eq!(state.summary(&all).min, Some(300));
+        assert_eq!(state.summary(&all).max, Some(300));
+        assert_eq!(state.summary(&all).count, 2);
+    }
+
+    #[test]
+    fn input_already_reflected_is_skipped() {
+        let scoping = scoping(StreamsSemantics::Append);
+        let mut state = Aggregator::new(scoping.clone());
+        let change = scoping
+            .change(5, 0, 1, Some(&listing(1, Some(10), None)), MAX)
+            .1;
+        assert_eq!(state.apply(&change).0, Applied::Changed);
+        assert_eq!(state.apply(&change).0, Applied::Skipped);
+        assert_eq!(state.position(), Some(5));
+    }
+}
