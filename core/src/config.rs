@@ -596,7 +596,10 @@ mod tests {
             assert_eq!(streams.category_level, 2);
             jail.set_env("MARKETFLOW__STREAMS__SEMANTICS", "unique");
             let err = Config::load(None).err().ok_or("a bad value was accepted")?;
-            assert!(err.to_string().contains("MARKETFLOW__STREAMS__SEMANTICS"), "{err}");
+            assert!(
+                err.to_string().contains("MARKETFLOW__STREAMS__SEMANTICS"),
+                "{err}"
+            );
             Ok(())
         });
     }
