@@ -1,0 +1,71 @@
+//! `marketflow`: the pipeline's operator tool (`marketflow status`).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use marketflow_core::Config;
+use secrecy::ExposeSecret;
+
+/// The marketflow pipeline's operator tool.
+///
+/// Configuration: built-in defaults (the local cluster), then the TOML file given with --config,
+/// then environment variables MARKETFLOW__<SECTION>__<KEY>.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// A TOML configuration file.
+    #[arg(long, value_name = "PATH", global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// The whole data map: topics, consumer lag, subjects, MySQL tables, latest sums, programs.
+    Status {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Show only the topics, groups and subjects whose names contain this.
+        #[arg(long, value_name = "TEXT")]
+        filter: Option<String>,
+    },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    let config = match Config::load(args.config.as_deref()) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("marketflow: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let Command::Status { json, filter } = args.command;
+    let status = marketflow_status::collect(&config, filter.as_deref()).await;
+    if json {
+        match serde_json::to_string_pretty(&status) {
+            Ok(text) => println!("{text}"),
+            Err(error) => {
+                eprintln!("marketflow: {error}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        let header = format!(
+            "marketflow status: brokers {}, registry {}, MySQL {}",
+            config.kafka.bootstrap_servers,
+            config.registry.url,
+            marketflow_status::inventory::database_place(config.sink.database_url.expose_secret()),
+        );
+        print!("{}", marketflow_status::report::text(&status, &header));
+    }
+    if status.errors.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    }
+}
