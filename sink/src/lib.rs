@@ -1,6 +1,11 @@
-//! The `sink` program: Writes listings from Kafka into MySQL, like Kafka Connect's JDBC sink.
-//!
-//! Its logic arrives with issue #4; until then `run` says so.
+//! The `sink` program: writes Avro records from Kafka into MySQL, like Kafka Connect's JDBC sink.
+
+pub mod batch;
+pub mod db;
+pub mod settings;
+pub mod sql;
+pub mod table;
+pub mod typemap;
 
 use marketflow_core::Config;
 use tokio_util::sync::CancellationToken;

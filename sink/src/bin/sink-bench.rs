@@ -1,0 +1,3 @@
+//! Placeholder of the benchmark binary (see scripts/bench/sink.sh).
+
+fn main() {}
