@@ -92,6 +92,60 @@ pub struct ListingSum {
     pub updated_at: i64,
 }
 
+/// Key of a scraper lifecycle event: the crawl it belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ScraperEventKey {
+    /// The crawl's id.
+    pub crawl_id: String,
+}
+
+/// A fact in the life of one scraper crawl. See `core/schemas/scraper-event.avsc` for each
+/// field's meaning.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScraperEvent {
+    /// The crawl.
+    pub crawl_id: String,
+    /// `started`, `finished`, `failed` or `id_failed`.
+    pub kind: String,
+    /// When, epoch milliseconds.
+    pub at: i64,
+    /// `once` or `continuous`.
+    pub mode: String,
+    /// The marketplace crawled.
+    pub base_url: String,
+    /// First id of the range.
+    pub from_id: Option<i64>,
+    /// Last id of the range.
+    pub to_id: Option<i64>,
+    /// Every id below this one is done.
+    pub checkpoint_id: Option<i64>,
+    /// The id given up (`id_failed`).
+    pub product_id: Option<i64>,
+    /// What went wrong.
+    pub cause: Option<String>,
+    /// Listings produced.
+    pub listings: Option<i64>,
+    /// Deleted products.
+    pub deleted: Option<i64>,
+    /// Anti-bot pages.
+    pub blocked: Option<i64>,
+    /// Pages that did not parse into a listing.
+    pub malformed: Option<i64>,
+    /// Ids given up after their retries.
+    pub failed: Option<i64>,
+    /// Ids already produced before a restart.
+    pub skipped: Option<i64>,
+}
+
+impl ScraperEvent {
+    /// The event's key.
+    pub fn key(&self) -> ScraperEventKey {
+        ScraperEventKey {
+            crawl_id: self.crawl_id.clone(),
+        }
+    }
+}
+
 /// Proptest strategies for the records, for the tests of every crate.
 #[cfg(any(test, feature = "testkit"))]
 pub mod arbitrary {

@@ -76,6 +76,18 @@ pub fn subject(topic: &str, part: Part) -> String {
     }
 }
 
+/// Key of the `scraper-events` topic: `core/schemas/scraper-event-key.avsc`.
+pub const SCRAPER_EVENT_KEY: SchemaFile = SchemaFile {
+    full_name: "io.marketflow.scraper.ScraperEventKey",
+    json: include_str!("../schemas/scraper-event-key.avsc"),
+};
+
+/// Value of the `scraper-events` topic: `core/schemas/scraper-event.avsc`.
+pub const SCRAPER_EVENT: SchemaFile = SchemaFile {
+    full_name: "io.marketflow.scraper.ScraperEvent",
+    json: include_str!("../schemas/scraper-event.avsc"),
+};
+
 #[cfg(test)]
 mod tests {
     use super::*;

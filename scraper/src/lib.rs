@@ -1,22 +1,150 @@
-//! The `scraper` program: Crawls marketplace listings (the local market or web.joongna.com) into Kafka as Avro.
-//!
-//! Its logic arrives with issue #3; until then `run` says so.
+//! The `scraper` program: crawls marketplace listings (the local market or web.joongna.com)
+//! into Kafka as Avro, politely (rate limit, robots.txt, backoff), restartably (a checkpoint
+//! in Kafka) and without duplicates or silent losses.
+
+pub mod checkpoint;
+pub mod crawl;
+pub mod events;
+pub mod fetch;
+pub mod parse;
+pub mod produce;
+pub mod pseudonym;
+pub mod robots;
+pub mod throttle;
+
+use std::sync::Arc;
 
 use marketflow_core::Config;
+use marketflow_core::admin::{self, AdminError};
+use marketflow_core::codec::{Codec, CodecError};
+use marketflow_core::config::RegistryConfig;
+use marketflow_core::kafka::{self, ClientError};
 use tokio_util::sync::CancellationToken;
+
+pub use crawl::{Counts, Mode, Range, Summary};
 
 /// What stopped the program.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The program is a placeholder so far.
-    #[error("scraper is not built yet (issue #3)")]
-    NotBuilt,
+    /// A setting is missing or out of range.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// The seller key is missing.
+    #[error(transparent)]
+    Key(#[from] pseudonym::MissingKey),
+    /// The brokers are unreachable, or a Kafka client cannot be built.
+    #[error(transparent)]
+    Kafka(#[from] ClientError),
+    /// The schema registry is unreachable.
+    #[error(
+        "the schema registry at {url} did not answer: {detail}; is it up? (scripts/cluster.sh up, \
+         or set MARKETFLOW__REGISTRY__URL)"
+    )]
+    Registry {
+        /// The registry's URL.
+        url: String,
+        /// What failed.
+        detail: String,
+    },
+    /// The registry codec cannot be built.
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+    /// The admin server cannot start.
+    #[error(transparent)]
+    Admin(#[from] AdminError),
+    /// The marketplace cannot be reached (robots.txt).
+    #[error(
+        "cannot start crawling {base_url}: {source}; is the marketplace up? (scraper.base_url)"
+    )]
+    Market {
+        /// The marketplace.
+        base_url: String,
+        /// What failed.
+        source: fetch::FetchError,
+    },
+    /// The crawl stopped on an error.
+    #[error(transparent)]
+    Crawl(#[from] crawl::CrawlError),
 }
 
-/// Runs the program until it is done or `shutdown` is cancelled.
+/// Checks the configuration and the cluster, then crawls in `mode` until done (once) or until
+/// `shutdown` is cancelled. Prints the summary of a `--once` crawl on standard output.
 ///
 /// # Errors
-/// [`Error::NotBuilt`], until issue #3 lands.
-pub async fn run(_config: Config, _shutdown: CancellationToken) -> Result<(), Error> {
-    Err(Error::NotBuilt)
+/// [`Error`] naming what failed and where: a bad setting, an unreachable broker, registry or
+/// marketplace, or a crawl that could not go on.
+pub async fn run(
+    config: Config,
+    mode: Mode,
+    shutdown: CancellationToken,
+) -> Result<Summary, Error> {
+    let scraper = &config.scraper;
+    if scraper.concurrency == 0 {
+        return Err(Error::Config(
+            "scraper.concurrency must be at least 1".into(),
+        ));
+    }
+    if !(scraper.max_requests_per_sec.is_finite() && scraper.max_requests_per_sec > 0.0) {
+        return Err(Error::Config(format!(
+            "scraper.max_requests_per_sec must be a positive number, not {}",
+            scraper.max_requests_per_sec
+        )));
+    }
+    let pseudonymiser = pseudonym::Pseudonymiser::new(scraper.seller_hmac_key.as_ref())?;
+    kafka::check_reachable(&config.kafka).await?;
+    check_registry(&config.registry).await?;
+    let topics = &config.topics;
+    kafka::ensure_topics(
+        &config.kafka,
+        &[
+            (topics.listings.as_str(), 3),
+            (topics.scraper_events.as_str(), 3),
+            (scraper.checkpoint_topic.as_str(), 1),
+        ],
+    )
+    .await?;
+    let metrics = admin::install_metrics()?;
+    admin::serve(
+        scraper.admin_addr,
+        metrics,
+        axum::Router::new(),
+        shutdown.child_token(),
+    )
+    .await?;
+    let fetcher = fetch::Fetcher::new(scraper)
+        .await
+        .map_err(|source| Error::Market {
+            base_url: scraper.base_url.clone(),
+            source,
+        })?;
+    let producer = kafka::create_producer(&config.kafka)?;
+    let codec = Arc::new(Codec::new(&config.registry)?);
+    let crawler = crawl::Crawler::new(config, fetcher, pseudonymiser, producer, codec);
+    let summary = crawler.run(mode, shutdown).await?;
+    if matches!(mode, Mode::Once(_)) {
+        println!("{summary}");
+    }
+    Ok(summary)
+}
+
+/// Asks the registry for its subjects, so that a wrong URL fails at start-up.
+async fn check_registry(registry: &RegistryConfig) -> Result<(), Error> {
+    let failed = |detail: String| Error::Registry {
+        url: registry.url.clone(),
+        detail,
+    };
+    let client = reqwest::Client::builder()
+        .timeout(registry.timeout)
+        .build()
+        .map_err(|e| failed(e.to_string()))?;
+    let url = format!("{}/subjects", registry.url.trim_end_matches('/'));
+    let response = client
+        .get(&url)
+        .send()
+        .await
+        .map_err(|e| failed(e.to_string()))?;
+    if !response.status().is_success() {
+        return Err(failed(format!("GET {url} answered {}", response.status())));
+    }
+    Ok(())
 }

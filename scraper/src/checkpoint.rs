@@ -1,0 +1,460 @@
+//! Where a crawl stands, kept so that a restart (graceful or `kill -9`) resumes it without
+//! producing an id twice.
+//!
+//! The checkpoint is a record in a compacted Kafka topic (`scraper.checkpoint_topic`), one key
+//! per crawl, rather than a file: it lives in the same durable, replicated system as the
+//! listings it describes, needs no volume on the scraper's machine (a container restarted
+//! elsewhere resumes), and is written with the same idempotent `acks=all` producer only after
+//! the deliveries it covers were acknowledged. It holds `next_id` (every id below it is done:
+//! listed, deleted, blocked, malformed, or failed and recorded) and, per partition of the
+//! listings topic, the offset from which every listing this crawl produced for an id at or
+//! above `next_id` can be found. On restart those offsets are read to the end, and listings
+//! carrying this crawl's id in their `marketflow-crawl` header are skipped: ids above the
+//! checkpoint that were already produced before a crash are not produced again.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use marketflow_core::codec::{Codec, CodecError};
+use marketflow_core::config::KafkaConfig;
+use marketflow_core::kafka::{self, ClientError};
+use marketflow_core::record::ListingKey;
+use rdkafka::Offset;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Headers, Message, OwnedMessage};
+use rdkafka::producer::FutureProducer;
+use rdkafka::topic_partition_list::TopicPartitionList;
+use serde::{Deserialize, Serialize};
+
+use crate::produce::{self, CRAWL_HEADER, Delivered, ProduceError};
+
+/// What failed reading or writing checkpoints.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    /// A Kafka client could not be built.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// Reading a topic failed or stalled.
+    #[error("cannot read topic {topic}: {detail}; is the cluster up? (scripts/cluster.sh up)")]
+    Read {
+        /// The topic.
+        topic: String,
+        /// What went wrong.
+        detail: String,
+    },
+    /// A checkpoint record is not one this program wrote.
+    #[error("checkpoint at {topic}/{partition}@{offset} does not parse: {detail}")]
+    Corrupt {
+        /// The topic.
+        topic: String,
+        /// Partition.
+        partition: i32,
+        /// Offset.
+        offset: i64,
+        /// What the JSON parser said.
+        detail: String,
+    },
+    /// A listing found while recovering does not decode.
+    #[error("listing at {topic}/{partition}@{offset} does not decode: {source}")]
+    Decode {
+        /// The topic.
+        topic: String,
+        /// Partition.
+        partition: i32,
+        /// Offset.
+        offset: i64,
+        /// The codec's error.
+        source: CodecError,
+    },
+    /// The checkpoint could not be produced.
+    #[error(transparent)]
+    Write(#[from] ProduceError),
+}
+
+/// One crawl's position, as stored (JSON; private to the scraper).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// The crawl, as in the `marketflow-crawl` header of its listings.
+    pub crawl_id: String,
+    /// First id of the crawl.
+    pub from_id: i64,
+    /// Last id of the crawl (once mode); `None` for a continuous crawl.
+    pub to_id: Option<i64>,
+    /// Every id below this one is done.
+    pub next_id: i64,
+    /// The crawl visited its whole range.
+    pub finished: bool,
+    /// Per partition of the listings topic: where this crawl's listings of ids `>= next_id`
+    /// start.
+    pub scan_from: BTreeMap<i32, i64>,
+    /// When written, epoch milliseconds.
+    pub updated_at: i64,
+}
+
+/// Tracks which ids are done as they complete out of order, and where their listings are.
+#[derive(Debug, Clone)]
+pub struct Progress {
+    next: i64,
+    done_above: BTreeSet<i64>,
+    delivered_above: BTreeMap<i64, Delivered>,
+    acked_max: BTreeMap<i32, i64>,
+    floor: BTreeMap<i32, i64>,
+}
+
+impl Progress {
+    /// Progress with every id below `next` done; `floor` is, per partition, an offset before
+    /// which no listing of this crawl above `next` can be.
+    pub fn new(next: i64, floor: BTreeMap<i32, i64>) -> Self {
+        Self {
+            next,
+            done_above: BTreeSet::new(),
+            delivered_above: BTreeMap::new(),
+            acked_max: BTreeMap::new(),
+            floor,
+        }
+    }
+
+    /// Every id below this one is done.
+    pub fn next(&self) -> i64 {
+        self.next
+    }
+
+    /// Whether `id` is done.
+    pub fn is_done(&self, id: i64) -> bool {
+        id < self.next || self.done_above.contains(&id)
+    }
+
+    /// Marks `id` done, with where its listing landed if it produced one.
+    pub fn complete(&mut self, id: i64, delivered: Option<Delivered>) {
+        if let Some(d) = delivered {
+            let max = self.acked_max.entry(d.partition).or_insert(d.offset);
+            *max = (*max).max(d.offset);
+        }
+        if id < self.next {
+            return;
+        }
+        self.done_above.insert(id);
+        if let Some(d) = delivered {
+            self.delivered_above.insert(id, d);
+        }
+        while self.done_above.remove(&self.next) {
+            self.delivered_above.remove(&self.next);
+            self.next += 1;
+        }
+    }
+
+    /// Per partition, where the listings of done ids `>= next` start: the lowest offset among
+    /// them, else just past the highest offset acknowledged (anything later comes after it),
+    /// else the floor.
+    pub fn scan_from(&self) -> BTreeMap<i32, i64> {
+        let mut out = self.floor.clone();
+        for (partition, max) in &self.acked_max {
+            out.insert(*partition, max + 1);
+        }
+        for d in self.delivered_above.values() {
+            let slot = out.entry(d.partition).or_insert(d.offset);
+            *slot = (*slot).min(d.offset);
+        }
+        out
+    }
+}
+
+/// Reads and writes the checkpoints of one crawl key.
+#[derive(Clone)]
+pub struct Store {
+    kafka: KafkaConfig,
+    producer: FutureProducer,
+    topic: String,
+    key: String,
+}
+
+impl Store {
+    /// The checkpoints stored under `key` in `topic`.
+    pub fn new(kafka: &KafkaConfig, producer: FutureProducer, topic: &str, key: &str) -> Self {
+        Self {
+            kafka: kafka.clone(),
+            producer,
+            topic: topic.to_owned(),
+            key: key.to_owned(),
+        }
+    }
+
+    /// The latest checkpoint under this store's key, if any.
+    ///
+    /// # Errors
+    /// [`CheckpointError`] when the topic cannot be read or the record does not parse.
+    pub async fn load(&self) -> Result<Option<Checkpoint>, CheckpointError> {
+        let messages = read(&self.kafka, &self.topic, BTreeMap::new()).await?;
+        let mut latest = None;
+        for m in messages {
+            if m.key() != Some(self.key.as_bytes()) {
+                continue;
+            }
+            let checkpoint = match m.payload() {
+                None => None,
+                Some(payload) => {
+                    Some(serde_json::from_slice::<Checkpoint>(payload).map_err(|e| {
+                        CheckpointError::Corrupt {
+                            topic: self.topic.clone(),
+                            partition: m.partition(),
+                            offset: m.offset(),
+                            detail: e.to_string(),
+                        }
+                    })?)
+                }
+            };
+            latest = Some(checkpoint);
+        }
+        Ok(latest.flatten())
+    }
+
+    /// Writes `checkpoint` and waits until the brokers have it.
+    ///
+    /// # Errors
+    /// [`CheckpointError::Write`] when it cannot be produced.
+    pub async fn save(&self, checkpoint: &Checkpoint) -> Result<(), CheckpointError> {
+        let payload = serde_json::to_vec(checkpoint).map_err(|e| CheckpointError::Corrupt {
+            topic: self.topic.clone(),
+            partition: -1,
+            offset: -1,
+            detail: e.to_string(),
+        })?;
+        produce::send(
+            &self.producer,
+            &self.topic,
+            self.key.as_bytes(),
+            &payload,
+            None,
+        )
+        .await?;
+        metrics::gauge!("scraper_checkpoint_id").set(precision_safe(checkpoint.next_id));
+        Ok(())
+    }
+}
+
+/// An id as a gauge value (ids are far below 2^53).
+#[allow(clippy::cast_precision_loss)]
+fn precision_safe(id: i64) -> f64 {
+    id as f64
+}
+
+/// The ids `>= next` that crawl `crawl_id` already produced to `topic`, found from `scan_from`
+/// on, with where they are; and the topic's end offsets when read.
+///
+/// # Errors
+/// [`CheckpointError`] when the topic cannot be read or a key does not decode.
+pub async fn recover(
+    kafka: &KafkaConfig,
+    codec: &Arc<Codec>,
+    topic: &str,
+    crawl_id: &str,
+    next: i64,
+    scan_from: &BTreeMap<i32, i64>,
+) -> Result<(BTreeMap<i64, Delivered>, BTreeMap<i32, i64>), CheckpointError> {
+    let messages = read(kafka, topic, scan_from.clone()).await?;
+    let mut produced = BTreeMap::new();
+    for m in &messages {
+        let ours = m.headers().is_some_and(|headers| {
+            headers
+                .iter()
+                .any(|h| h.key == CRAWL_HEADER && h.value == Some(crawl_id.as_bytes()))
+        });
+        let Some(key) = m.key().filter(|_| ours) else {
+            continue;
+        };
+        let key: ListingKey =
+            codec
+                .decode(key)
+                .await
+                .map_err(|source| CheckpointError::Decode {
+                    topic: topic.to_owned(),
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    source,
+                })?;
+        if key.product_id >= next {
+            produced.insert(
+                key.product_id,
+                Delivered {
+                    partition: m.partition(),
+                    offset: m.offset(),
+                },
+            );
+        }
+    }
+    let ends = end_offsets(kafka, topic).await?;
+    Ok((produced, ends))
+}
+
+/// Each partition's high watermark (the offset the next record will get).
+///
+/// # Errors
+/// [`CheckpointError::Read`] when the topic's metadata or offsets cannot be read.
+pub async fn end_offsets(
+    kafka: &KafkaConfig,
+    topic: &str,
+) -> Result<BTreeMap<i32, i64>, CheckpointError> {
+    let consumer = reader(kafka)?;
+    let timeout = kafka.connect_timeout;
+    let topic_name = topic.to_owned();
+    blocking(topic, move || {
+        let mut ends = BTreeMap::new();
+        for partition in partitions(&consumer, &topic_name, timeout)? {
+            let (_, high) = consumer.fetch_watermarks(&topic_name, partition, timeout)?;
+            ends.insert(partition, high);
+        }
+        Ok(ends)
+    })
+    .await
+}
+
+/// Every record of `topic` from `starts` (per partition; absent ones from the beginning) to the
+/// end offsets at the time of the call.
+async fn read(
+    kafka: &KafkaConfig,
+    topic: &str,
+    starts: BTreeMap<i32, i64>,
+) -> Result<Vec<OwnedMessage>, CheckpointError> {
+    let consumer = reader(kafka)?;
+    let timeout = kafka.connect_timeout;
+    let topic_name = topic.to_owned();
+    blocking(topic, move || {
+        let mut list = TopicPartitionList::new();
+        let mut ends = BTreeMap::new();
+        for partition in partitions(&consumer, &topic_name, timeout)? {
+            let (low, high) = consumer.fetch_watermarks(&topic_name, partition, timeout)?;
+            let start = starts.get(&partition).copied().unwrap_or(low).max(low);
+            if start < high {
+                list.add_partition_offset(&topic_name, partition, Offset::Offset(start))?;
+                ends.insert(partition, high);
+            }
+        }
+        let mut messages = Vec::new();
+        if ends.is_empty() {
+            return Ok(messages);
+        }
+        consumer.assign(&list)?;
+        while !ends.is_empty() {
+            let message = consumer
+                .poll(timeout * 3)
+                .ok_or(KafkaError::NoMessageReceived)??;
+            let partition = message.partition();
+            if let Some(end) = ends.get(&partition)
+                && message.offset() + 1 >= *end
+            {
+                ends.remove(&partition);
+            }
+            messages.push(message.detach());
+        }
+        Ok(messages)
+    })
+    .await
+}
+
+fn reader(kafka: &KafkaConfig) -> Result<BaseConsumer, CheckpointError> {
+    // A group of its own that never commits: the reader only assigns partitions.
+    let group = format!("marketflow-scraper-reader-{}", uuid::Uuid::new_v4());
+    let config = kafka::consumer_config(kafka, &group)?;
+    Ok(config.create().map_err(ClientError::from)?)
+}
+
+fn partitions(
+    consumer: &BaseConsumer,
+    topic: &str,
+    timeout: Duration,
+) -> Result<Vec<i32>, KafkaError> {
+    let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
+    Ok(metadata
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic)
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect())
+}
+
+async fn blocking<T: Send + 'static>(
+    topic: &str,
+    work: impl FnOnce() -> Result<T, KafkaError> + Send + 'static,
+) -> Result<T, CheckpointError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| CheckpointError::Read {
+            topic: topic.to_owned(),
+            detail: e.to_string(),
+        })?
+        .map_err(|e| CheckpointError::Read {
+            topic: topic.to_owned(),
+            detail: e.to_string(),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(partition: i32, offset: i64) -> Option<Delivered> {
+        Some(Delivered { partition, offset })
+    }
+
+    #[test]
+    fn next_moves_only_over_a_contiguous_run_of_done_ids() {
+        let mut p = Progress::new(10, BTreeMap::new());
+        p.complete(12, None);
+        p.complete(11, at(0, 5));
+        assert_eq!(p.next(), 10);
+        assert!(p.is_done(12) && !p.is_done(10));
+        p.complete(10, None);
+        assert_eq!(p.next(), 13);
+        p.complete(14, None);
+        assert_eq!(p.next(), 13);
+    }
+
+    #[test]
+    fn scan_from_covers_every_listing_above_next() {
+        let mut p = Progress::new(0, BTreeMap::from([(0, 100), (1, 200), (2, 300)]));
+        assert_eq!(
+            p.scan_from(),
+            BTreeMap::from([(0, 100), (1, 200), (2, 300)])
+        );
+        p.complete(1, at(0, 101));
+        p.complete(2, at(0, 102));
+        p.complete(3, at(1, 200));
+        // id 0 is still pending: the listings of 1, 2, 3 must stay findable.
+        assert_eq!(
+            p.scan_from(),
+            BTreeMap::from([(0, 101), (1, 200), (2, 300)])
+        );
+        p.complete(0, at(2, 300));
+        // Everything is below next: scanning starts past the last acknowledged offsets.
+        assert_eq!(p.next(), 4);
+        assert_eq!(
+            p.scan_from(),
+            BTreeMap::from([(0, 103), (1, 201), (2, 301)])
+        );
+    }
+
+    #[test]
+    fn a_completion_below_next_changes_nothing_but_the_acked_offsets() {
+        let mut p = Progress::new(5, BTreeMap::new());
+        p.complete(3, at(0, 9));
+        assert_eq!(p.next(), 5);
+        assert_eq!(p.scan_from(), BTreeMap::from([(0, 10)]));
+    }
+
+    #[test]
+    fn checkpoints_round_trip_as_json() {
+        let c = Checkpoint {
+            crawl_id: "c".into(),
+            from_id: 1,
+            to_id: Some(9),
+            next_id: 4,
+            finished: false,
+            scan_from: BTreeMap::from([(0, 3)]),
+            updated_at: 5,
+        };
+        let json = serde_json::to_vec(&c).unwrap();
+        assert_eq!(serde_json::from_slice::<Checkpoint>(&json).unwrap(), c);
+    }
+}

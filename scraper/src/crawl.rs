@@ -1,0 +1,682 @@
+//! The crawl: which ids to visit (a window below the newest id, an explicit range, or new ids as
+//! the recent list grows), visiting them concurrently under a semaphore, counting outcomes, and
+//! moving the checkpoint only over ids whose listings were delivered.
+
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, Instant};
+
+use backon::{ExponentialBuilder, Retryable};
+use marketflow_core::Config;
+use marketflow_core::codec::Codec;
+use marketflow_core::record::ScraperEvent;
+use rdkafka::producer::FutureProducer;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::checkpoint::{self, Checkpoint, CheckpointError, Progress, Store};
+use crate::events::Events;
+use crate::fetch::{FetchError, Fetcher, linked_ids};
+use crate::parse::{Outcome, parse};
+use crate::produce::{Delivered, ListingProducer, ProduceError};
+use crate::pseudonym::Pseudonymiser;
+
+/// The path of the list of newest products.
+pub const RECENT_PATH: &str = "/product/list?type=recent";
+
+/// What to crawl.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Visit a range once, then exit with a summary.
+    Once(Range),
+    /// Poll the recent list every `poll_interval` and visit the new ids, until stopped.
+    Continuous,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Once(_) => "once",
+            Self::Continuous => "continuous",
+        }
+    }
+}
+
+/// The ids of a `--once` crawl.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Range {
+    /// `scraper.window` ids up to the newest one (or the unfinished crawl being resumed).
+    Window,
+    /// `from..=to`.
+    Ids {
+        /// First id.
+        from: i64,
+        /// Last id.
+        to: i64,
+    },
+}
+
+/// What stopped a crawl.
+#[derive(Debug, thiserror::Error)]
+pub enum CrawlError {
+    /// A page every crawl needs (the recent list) could not be fetched.
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    /// The recent list links no product.
+    #[error("{url} links no /product/{{id}}: cannot tell the newest id; give --from and --to")]
+    NoNewest {
+        /// The list's URL.
+        url: String,
+    },
+    /// `--from` is above `--to`.
+    #[error("--from {from} is above --to {to}")]
+    BadRange {
+        /// First id.
+        from: i64,
+        /// Last id.
+        to: i64,
+    },
+    /// A record could not be produced.
+    #[error(transparent)]
+    Produce(#[from] ProduceError),
+    /// The checkpoint could not be read or written.
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    /// A page task panicked (a bug).
+    #[error("a page task failed: {0}")]
+    Task(String),
+}
+
+/// Ids by outcome.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Produced as listings.
+    pub listings: i64,
+    /// Deleted products.
+    pub deleted: i64,
+    /// Anti-bot pages.
+    pub blocked: i64,
+    /// Pages that did not parse into the listing asked for.
+    pub malformed: i64,
+    /// Given up after their retries (and recorded).
+    pub failed: i64,
+    /// Found already produced by this crawl before a restart.
+    pub skipped: i64,
+}
+
+impl Counts {
+    /// Ids visited or skipped.
+    pub fn total(&self) -> i64 {
+        self.listings + self.deleted + self.blocked + self.malformed + self.failed + self.skipped
+    }
+}
+
+/// The counters the page tasks bump.
+#[derive(Debug, Default)]
+struct LiveCounts([AtomicI64; 6]);
+
+impl LiveCounts {
+    const LISTINGS: usize = 0;
+    const DELETED: usize = 1;
+    const BLOCKED: usize = 2;
+    const MALFORMED: usize = 3;
+    const FAILED: usize = 4;
+    const SKIPPED: usize = 5;
+
+    fn add(&self, which: usize, n: i64) {
+        self.0[which].fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn snapshot(&self) -> Counts {
+        let get = |i: usize| self.0[i].load(Ordering::Relaxed);
+        Counts {
+            listings: get(Self::LISTINGS),
+            deleted: get(Self::DELETED),
+            blocked: get(Self::BLOCKED),
+            malformed: get(Self::MALFORMED),
+            failed: get(Self::FAILED),
+            skipped: get(Self::SKIPPED),
+        }
+    }
+}
+
+/// How a crawl ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Summary {
+    /// The crawl's id (the `marketflow-crawl` header of its listings).
+    pub crawl_id: String,
+    /// First id.
+    pub from_id: i64,
+    /// Last id (once mode).
+    pub to_id: Option<i64>,
+    /// Every id below this one is done.
+    pub checkpoint_id: i64,
+    /// Whether it resumed an interrupted crawl.
+    pub resumed: bool,
+    /// Whether a signal stopped it before the end.
+    pub interrupted: bool,
+    /// Ids by outcome, in this process.
+    pub counts: Counts,
+    /// How long this process crawled.
+    pub elapsed: Duration,
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let c = &self.counts;
+        let secs = self.elapsed.as_secs_f64().max(1e-9);
+        #[allow(clippy::cast_precision_loss)] // counts are far below 2^53
+        let rate = c.listings as f64 / secs;
+        write!(
+            f,
+            "crawl {}{}: ids {}..={}: {} listings, {} deleted, {} blocked, {} malformed, {} failed, \
+             {} skipped (already produced); checkpoint {}; {:.1}s, {rate:.0} listings/s{}",
+            self.crawl_id,
+            if self.resumed { " (resumed)" } else { "" },
+            self.from_id,
+            self.to_id.map_or_else(|| "…".to_owned(), |t| t.to_string()),
+            c.listings,
+            c.deleted,
+            c.blocked,
+            c.malformed,
+            c.failed,
+            c.skipped,
+            self.checkpoint_id,
+            secs,
+            if self.interrupted {
+                " (stopped by a signal; run again to resume)"
+            } else {
+                ""
+            },
+        )
+    }
+}
+
+/// What one page task ended with.
+enum Visit {
+    Produced(Delivered),
+    Nothing,
+}
+
+/// What the page tasks share.
+struct Ctx {
+    fetcher: Arc<Fetcher>,
+    pseudonymiser: Pseudonymiser,
+    listings: ListingProducer,
+    events: Events,
+    counts: LiveCounts,
+    produce_retries: ExponentialBuilder,
+}
+
+/// Crawls one marketplace into Kafka.
+pub struct Crawler {
+    config: Config,
+    fetcher: Arc<Fetcher>,
+    pseudonymiser: Pseudonymiser,
+    producer: FutureProducer,
+    codec: Arc<Codec>,
+}
+
+impl Crawler {
+    /// A crawler over `fetcher`'s marketplace, producing with `producer` through `codec`.
+    pub fn new(
+        config: Config,
+        fetcher: Fetcher,
+        pseudonymiser: Pseudonymiser,
+        producer: FutureProducer,
+        codec: Arc<Codec>,
+    ) -> Self {
+        Self {
+            config,
+            fetcher: Arc::new(fetcher),
+            pseudonymiser,
+            producer,
+            codec,
+        }
+    }
+
+    /// Crawls in `mode` until done (once) or until `shutdown` is cancelled.
+    ///
+    /// # Errors
+    /// [`CrawlError`] when the crawl cannot go on; the `failed` event has been emitted when
+    /// possible, and the checkpoint written up to where every id is done.
+    pub async fn run(
+        &self,
+        mode: Mode,
+        shutdown: CancellationToken,
+    ) -> Result<Summary, CrawlError> {
+        let started = Instant::now();
+        let topics = &self.config.topics;
+        let key = format!(
+            "{}|{}|{}",
+            mode.name(),
+            self.fetcher.base_url(),
+            topics.listings
+        );
+        let store = Store::new(
+            &self.config.kafka,
+            self.producer.clone(),
+            &self.config.scraper.checkpoint_topic,
+            &key,
+        );
+        let (mut checkpoint, resumed) = self.plan(mode, &store).await?;
+        let mut progress = Progress::new(checkpoint.next_id, checkpoint.scan_from.clone());
+        let counts = LiveCounts::default();
+        if resumed {
+            let (produced, ends) = checkpoint::recover(
+                &self.config.kafka,
+                &self.codec,
+                &topics.listings,
+                &checkpoint.crawl_id,
+                checkpoint.next_id,
+                &checkpoint.scan_from,
+            )
+            .await?;
+            progress = Progress::new(checkpoint.next_id, ends);
+            counts.add(
+                LiveCounts::SKIPPED,
+                i64::try_from(produced.len()).unwrap_or(i64::MAX),
+            );
+            for (id, delivered) in produced {
+                progress.complete(id, Some(delivered));
+            }
+            info!(
+                crawl_id = %checkpoint.crawl_id,
+                checkpoint = checkpoint.next_id,
+                skipped = counts.snapshot().skipped,
+                "Crawl resumed."
+            );
+        }
+        store.save(&checkpoint).await?;
+        let events = Events::new(
+            self.producer.clone(),
+            Arc::clone(&self.codec),
+            &topics.scraper_events,
+            ScraperEvent {
+                crawl_id: checkpoint.crawl_id.clone(),
+                mode: mode.name().to_owned(),
+                base_url: self.fetcher.base_url().to_owned(),
+                from_id: Some(checkpoint.from_id),
+                to_id: checkpoint.to_id,
+                ..ScraperEvent::default()
+            },
+        );
+        let scraper = &self.config.scraper;
+        let ctx = Arc::new(Ctx {
+            fetcher: Arc::clone(&self.fetcher),
+            pseudonymiser: self.pseudonymiser.clone(),
+            listings: ListingProducer::new(
+                self.producer.clone(),
+                Arc::clone(&self.codec),
+                &topics.listings,
+                &checkpoint.crawl_id,
+            ),
+            events,
+            counts,
+            produce_retries: ExponentialBuilder::default()
+                .with_min_delay(scraper.min_backoff)
+                .with_max_delay(scraper.max_backoff)
+                .with_max_times(scraper.max_retries)
+                .with_jitter(),
+        });
+        ctx.events.started(progress.next()).await?;
+        info!(
+            crawl_id = %checkpoint.crawl_id,
+            mode = mode.name(),
+            from = checkpoint.from_id,
+            to = ?checkpoint.to_id,
+            checkpoint = progress.next(),
+            "Crawl started."
+        );
+
+        let mut run = Run {
+            ctx: &ctx,
+            store: &store,
+            checkpoint: &mut checkpoint,
+            progress,
+            concurrency: scraper.concurrency.max(1),
+            checkpoint_interval: scraper.checkpoint_interval,
+            grace: scraper.shutdown_grace,
+        };
+        let progress_line = match (mode, std::io::stderr().is_terminal()) {
+            (Mode::Once(_), true) => Some(spawn_progress_line(
+                Arc::clone(&ctx),
+                run.checkpoint.to_id.unwrap_or(0) - run.checkpoint.from_id + 1,
+            )),
+            _ => None,
+        };
+        let result = match mode {
+            Mode::Once(_) => {
+                let to = run.checkpoint.to_id.unwrap_or(run.checkpoint.from_id);
+                run.visit_range(run.progress.next(), to, &shutdown).await
+            }
+            Mode::Continuous => self.poll(&mut run, &shutdown).await,
+        };
+        if let Some(line) = progress_line {
+            line.abort();
+            eprintln!();
+        }
+        let interrupted = match result {
+            Ok(interrupted) => interrupted,
+            Err(error) => {
+                let next = run.progress.next();
+                if let Err(e) = run.save(false).await {
+                    warn!(error = %e, "Cannot write the checkpoint after a failure.");
+                }
+                if let Err(e) = ctx.events.failed(&error.to_string(), next).await {
+                    warn!(error = %e, "Cannot produce the failed event.");
+                }
+                return Err(error);
+            }
+        };
+        let finished = matches!(mode, Mode::Once(_)) && !interrupted;
+        run.save(finished).await?;
+        let counts = ctx.counts.snapshot();
+        let next = run.progress.next();
+        let kind = if finished { "finished" } else { "stopped" };
+        ctx.events.ended(kind, &counts, next).await?;
+        let summary = Summary {
+            crawl_id: run.checkpoint.crawl_id.clone(),
+            from_id: run.checkpoint.from_id,
+            to_id: run.checkpoint.to_id,
+            checkpoint_id: next,
+            resumed,
+            interrupted,
+            counts,
+            elapsed: started.elapsed(),
+        };
+        info!(
+            crawl_id = %summary.crawl_id,
+            listings = counts.listings,
+            deleted = counts.deleted,
+            blocked = counts.blocked,
+            malformed = counts.malformed,
+            failed = counts.failed,
+            skipped = counts.skipped,
+            checkpoint = next,
+            "Crawl {kind}."
+        );
+        Ok(summary)
+    }
+
+    /// The checkpoint to go on from, and whether it resumes an unfinished crawl.
+    async fn plan(&self, mode: Mode, store: &Store) -> Result<(Checkpoint, bool), CrawlError> {
+        let stored = store.load().await?;
+        let (from, to) = match (mode, stored) {
+            (Mode::Continuous, Some(c)) => return Ok((c, true)),
+            (Mode::Once(range), Some(c)) if !c.finished => {
+                let same = match range {
+                    Range::Window => true,
+                    Range::Ids { from, to } => c.from_id == from && c.to_id == Some(to),
+                };
+                if same {
+                    return Ok((c, true));
+                }
+                warn!(
+                    crawl_id = %c.crawl_id,
+                    from = c.from_id,
+                    to = ?c.to_id,
+                    checkpoint = c.next_id,
+                    "An unfinished crawl of another range is left as it is."
+                );
+                self.range(range).await?
+            }
+            (Mode::Once(range), _) => self.range(range).await?,
+            (Mode::Continuous, None) => {
+                let newest = self.newest().await?;
+                let from =
+                    (newest - i64::try_from(self.config.scraper.window).unwrap_or(0) + 1).max(1);
+                (from, None)
+            }
+        };
+        let scan_from =
+            checkpoint::end_offsets(&self.config.kafka, &self.config.topics.listings).await?;
+        Ok((
+            Checkpoint {
+                crawl_id: uuid::Uuid::new_v4().to_string(),
+                from_id: from,
+                to_id: to,
+                next_id: from,
+                finished: false,
+                scan_from,
+                updated_at: chrono::Utc::now().timestamp_millis(),
+            },
+            false,
+        ))
+    }
+
+    async fn range(&self, range: Range) -> Result<(i64, Option<i64>), CrawlError> {
+        match range {
+            Range::Ids { from, to } if from > to => Err(CrawlError::BadRange { from, to }),
+            Range::Ids { from, to } => Ok((from, Some(to))),
+            Range::Window => {
+                let newest = self.newest().await?;
+                let window = i64::try_from(self.config.scraper.window).unwrap_or(i64::MAX);
+                Ok(((newest - window + 1).max(1), Some(newest)))
+            }
+        }
+    }
+
+    /// The newest product id linked from the recent list.
+    async fn newest(&self) -> Result<i64, CrawlError> {
+        let page = self.fetcher.get(RECENT_PATH).await?;
+        linked_ids(&page.body)
+            .into_iter()
+            .max()
+            .ok_or_else(|| CrawlError::NoNewest {
+                url: format!("{}{RECENT_PATH}", self.fetcher.base_url()),
+            })
+    }
+
+    /// Continuous mode: visit new ids each `poll_interval`; returns when `shutdown` is cancelled.
+    async fn poll(
+        &self,
+        run: &mut Run<'_>,
+        shutdown: &CancellationToken,
+    ) -> Result<bool, CrawlError> {
+        loop {
+            match self.newest().await {
+                Ok(newest) if newest >= run.progress.next() => {
+                    debug!(newest, checkpoint = run.progress.next(), "New ids listed.");
+                    if run
+                        .visit_range(run.progress.next(), newest, shutdown)
+                        .await?
+                    {
+                        return Ok(true);
+                    }
+                }
+                Ok(_) => {}
+                Err(error) => warn!(%error, "Cannot read the recent list; trying again later."),
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return Ok(true),
+                () = tokio::time::sleep(self.config.scraper.poll_interval) => {}
+            }
+        }
+    }
+}
+
+/// One process's share of a crawl: the progress and how it is saved.
+struct Run<'a> {
+    ctx: &'a Arc<Ctx>,
+    store: &'a Store,
+    checkpoint: &'a mut Checkpoint,
+    progress: Progress,
+    concurrency: usize,
+    checkpoint_interval: Duration,
+    grace: Duration,
+}
+
+impl Run<'_> {
+    async fn save(&mut self, finished: bool) -> Result<(), CheckpointError> {
+        self.checkpoint.next_id = self.progress.next();
+        self.checkpoint.scan_from = self.progress.scan_from();
+        self.checkpoint.finished = finished;
+        self.checkpoint.updated_at = chrono::Utc::now().timestamp_millis();
+        self.store.save(self.checkpoint).await?;
+        debug!(checkpoint = self.checkpoint.next_id, "Checkpoint written.");
+        Ok(())
+    }
+
+    /// Visits `from..=to` (ids not done yet), at most `concurrency` at once. Returns whether
+    /// `shutdown` cut it short.
+    async fn visit_range(
+        &mut self,
+        from: i64,
+        to: i64,
+        shutdown: &CancellationToken,
+    ) -> Result<bool, CrawlError> {
+        let semaphore = Arc::new(Semaphore::new(self.concurrency));
+        let mut tasks: JoinSet<(i64, Result<Visit, CrawlError>)> = JoinSet::new();
+        let mut last_save = Instant::now();
+        let mut saved_next = self.progress.next();
+        let mut failure = None;
+        let mut interrupted = false;
+        for id in from..=to {
+            if self.progress.is_done(id) {
+                continue;
+            }
+            let permit = tokio::select! {
+                biased;
+                () = shutdown.cancelled() => { interrupted = true; break; }
+                permit = Arc::clone(&semaphore).acquire_owned() => permit,
+            };
+            let Ok(permit) = permit else { break };
+            while let Some(joined) = tasks.try_join_next() {
+                failure = failure.or(self.settle(joined));
+            }
+            if failure.is_some() {
+                break;
+            }
+            let ctx = Arc::clone(self.ctx);
+            tasks.spawn(async move {
+                let visit = visit(&ctx, id).await;
+                drop(permit);
+                (id, visit)
+            });
+            if last_save.elapsed() >= self.checkpoint_interval && self.progress.next() != saved_next
+            {
+                self.save(false).await?;
+                saved_next = self.progress.next();
+                last_save = Instant::now();
+            }
+        }
+        let grace_period = self.grace;
+        let grace = async {
+            shutdown.cancelled().await;
+            tokio::time::sleep(grace_period).await;
+        };
+        tokio::pin!(grace);
+        loop {
+            tokio::select! {
+                joined = tasks.join_next() => match joined {
+                    Some(joined) => failure = failure.or(self.settle(joined)),
+                    None => break,
+                },
+                () = &mut grace => {
+                    warn!(in_flight = tasks.len(), "Grace period over; abandoning in-flight pages (a restart visits them again).");
+                    tasks.abort_all();
+                    interrupted = true;
+                    break;
+                }
+            }
+        }
+        match failure {
+            Some(error) => Err(error),
+            None => Ok(interrupted || shutdown.is_cancelled()),
+        }
+    }
+
+    /// Records a finished task; returns its error if it ended the crawl.
+    fn settle(
+        &mut self,
+        joined: Result<(i64, Result<Visit, CrawlError>), tokio::task::JoinError>,
+    ) -> Option<CrawlError> {
+        match joined {
+            Ok((id, Ok(Visit::Produced(delivered)))) => self.progress.complete(id, Some(delivered)),
+            Ok((id, Ok(Visit::Nothing))) => self.progress.complete(id, None),
+            Ok((_, Err(error))) => return Some(error),
+            Err(error) if error.is_cancelled() => {}
+            Err(error) => return Some(CrawlError::Task(error.to_string())),
+        }
+        None
+    }
+}
+
+/// Fetches, parses and (for a listing) produces one product page.
+async fn visit(ctx: &Ctx, id: i64) -> Result<Visit, CrawlError> {
+    let path = format!("/product/{id}");
+    let url = ctx.fetcher.product_url(id);
+    let page = match ctx.fetcher.get(&path).await {
+        Ok(page) => page,
+        Err(error) => {
+            warn!(product_id = id, %error, "Product given up.");
+            metrics::counter!("scraper_outcomes_total", "outcome" => "failed").increment(1);
+            ctx.counts.add(LiveCounts::FAILED, 1);
+            ctx.events.id_failed(id, &error.to_string()).await?;
+            return Ok(Visit::Nothing);
+        }
+    };
+    let outcome = parse(id, page.status, &page.body, &url);
+    metrics::counter!("scraper_outcomes_total", "outcome" => outcome.name()).increment(1);
+    match outcome {
+        Outcome::Listing(page) => {
+            let listing = page.into_listing(
+                |raw| ctx.pseudonymiser.pseudonymise(raw),
+                chrono::Utc::now().timestamp_millis(),
+            );
+            let delivered = (|| ctx.listings.send(&listing))
+                .retry(ctx.produce_retries)
+                .sleep(tokio::time::sleep)
+                .when(ProduceError::is_retryable)
+                .notify(
+                    |error, after| warn!(product_id = id, %error, ?after, "Retrying the produce."),
+                )
+                .await?;
+            ctx.counts.add(LiveCounts::LISTINGS, 1);
+            debug!(product_id = id, price = listing.price, "Listing produced.");
+            Ok(Visit::Produced(delivered))
+        }
+        Outcome::Deleted => {
+            ctx.counts.add(LiveCounts::DELETED, 1);
+            debug!(product_id = id, "Product deleted.");
+            Ok(Visit::Nothing)
+        }
+        Outcome::Blocked => {
+            ctx.counts.add(LiveCounts::BLOCKED, 1);
+            debug!(product_id = id, "Anti-bot page; nothing produced.");
+            Ok(Visit::Nothing)
+        }
+        Outcome::Malformed { reason } => {
+            ctx.counts.add(LiveCounts::MALFORMED, 1);
+            debug!(product_id = id, reason, "Page malformed; nothing produced.");
+            Ok(Visit::Nothing)
+        }
+    }
+}
+
+/// A progress line on standard error, redrawn twice a second.
+fn spawn_progress_line(ctx: Arc<Ctx>, total: i64) -> tokio::task::JoinHandle<()> {
+    let started = Instant::now();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tick.tick().await;
+            let c = ctx.counts.snapshot();
+            #[allow(clippy::cast_precision_loss)] // counts are far below 2^53
+            let rate = c.listings as f64 / started.elapsed().as_secs_f64().max(1e-9);
+            eprint!(
+                "\r{}/{total} ids: {} listings, {} deleted, {} blocked, {} malformed, {} failed ({rate:.0} listings/s)  ",
+                c.total(),
+                c.listings,
+                c.deleted,
+                c.blocked,
+                c.malformed,
+                c.failed,
+            );
+        }
+    })
+}

@@ -1,0 +1,373 @@
+//! Fetching pages from the marketplace: one shared HTTP client, the global rate limit, a timeout
+//! per request, robots.txt, and retries with exponential backoff and jitter on timeouts,
+//! connection errors, 429 (after its `Retry-After`) and 5xx.
+
+use std::time::{Duration, SystemTime};
+
+use backon::{ExponentialBuilder, Retryable};
+use marketflow_core::config::ScraperConfig;
+use reqwest::StatusCode;
+use reqwest::header::{HeaderMap, RETRY_AFTER};
+use tracing::{debug, info, warn};
+
+use crate::robots::Robots;
+use crate::throttle::RateLimiter;
+
+/// What failed fetching a page.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// The request took longer than `scraper.request_timeout`. Retryable.
+    #[error("GET {url} timed out after {timeout:?}")]
+    Timeout {
+        /// The URL.
+        url: String,
+        /// The timeout.
+        timeout: Duration,
+    },
+    /// The connection failed or was closed without an answer. Retryable.
+    #[error("GET {url} failed before an answer: {detail}")]
+    Connection {
+        /// The URL.
+        url: String,
+        /// What the HTTP client said.
+        detail: String,
+    },
+    /// The server answered 429 or 5xx. Retryable (after `retry_after` when it gave one).
+    #[error("GET {url} answered {status}")]
+    Unavailable {
+        /// The URL.
+        url: String,
+        /// The status.
+        status: u16,
+        /// The server's `Retry-After`, capped at `scraper.max_backoff`.
+        retry_after: Option<Duration>,
+    },
+    /// robots.txt disallows the path for our User-Agent. Fatal.
+    #[error("robots.txt of {base_url} disallows {path} for this crawler; not fetching it")]
+    Disallowed {
+        /// The marketplace.
+        base_url: String,
+        /// The path refused.
+        path: String,
+    },
+    /// The HTTP client could not be built or the request not formed. Fatal.
+    #[error("cannot request {url}: {detail}")]
+    Client {
+        /// The URL.
+        url: String,
+        /// What the HTTP client said.
+        detail: String,
+    },
+}
+
+impl FetchError {
+    /// Whether trying the same request again may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            Self::Timeout { .. } | Self::Connection { .. } | Self::Unavailable { .. }
+        )
+    }
+
+    /// A short name of the cause, for the retries metric.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Timeout { .. } => "timeout",
+            Self::Connection { .. } => "connection",
+            Self::Unavailable { status: 429, .. } => "429",
+            Self::Unavailable { .. } => "5xx",
+            Self::Disallowed { .. } => "robots",
+            Self::Client { .. } => "client",
+        }
+    }
+
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Unavailable { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+}
+
+/// An answer worth parsing: a 2xx, 403 or 404 (other 4xx too), with its body.
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    /// The HTTP status.
+    pub status: u16,
+    /// The body as text.
+    pub body: String,
+}
+
+/// Fetches pages of one marketplace politely.
+#[derive(Debug)]
+pub struct Fetcher {
+    client: reqwest::Client,
+    base_url: String,
+    timeout: Duration,
+    max_backoff: Duration,
+    backoff: ExponentialBuilder,
+    limiter: RateLimiter,
+    robots: Robots,
+}
+
+impl Fetcher {
+    /// A fetcher for `config.base_url`; reads its robots.txt first, and lowers the rate to the
+    /// `Crawl-delay` it asks for.
+    ///
+    /// # Errors
+    /// [`FetchError`] when the client cannot be built or robots.txt cannot be read (after
+    /// retries): the marketplace is down or the base URL wrong.
+    pub async fn new(config: &ScraperConfig) -> Result<Self, FetchError> {
+        let base_url = config.base_url.trim_end_matches('/').to_owned();
+        let client = reqwest::Client::builder()
+            .user_agent(&config.user_agent)
+            .timeout(config.request_timeout)
+            .connect_timeout(config.request_timeout)
+            .pool_max_idle_per_host(config.concurrency.max(1))
+            .build()
+            .map_err(|e| FetchError::Client {
+                url: base_url.clone(),
+                detail: e.to_string(),
+            })?;
+        let backoff = ExponentialBuilder::default()
+            .with_min_delay(config.min_backoff)
+            .with_max_delay(config.max_backoff)
+            .with_max_times(config.max_retries)
+            .with_jitter();
+        let mut fetcher = Self {
+            client,
+            base_url,
+            timeout: config.request_timeout,
+            max_backoff: config.max_backoff,
+            backoff,
+            limiter: RateLimiter::new(config.max_requests_per_sec),
+            robots: Robots::allow_all(),
+        };
+        let robots = fetcher.read_robots(&config.user_agent).await?;
+        let mut per_sec = config.max_requests_per_sec;
+        if let Some(delay) = robots.crawl_delay().filter(|d| !d.is_zero()) {
+            let asked = 1.0 / delay.as_secs_f64();
+            if per_sec <= 0.0 || asked < per_sec {
+                info!(
+                    crawl_delay = ?delay,
+                    max_requests_per_sec = asked,
+                    "Rate lowered to robots.txt's Crawl-delay."
+                );
+                per_sec = asked;
+            }
+        }
+        fetcher.limiter = RateLimiter::new(per_sec);
+        fetcher.robots = robots;
+        Ok(fetcher)
+    }
+
+    /// The marketplace's base URL, without a trailing slash.
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// The URL of product `id`'s page.
+    pub fn product_url(&self, id: i64) -> String {
+        format!("{}/product/{id}", self.base_url)
+    }
+
+    /// Whether robots.txt lets us fetch `path`.
+    pub fn allows(&self, path: &str) -> bool {
+        self.robots.allows(path)
+    }
+
+    async fn read_robots(&self, user_agent: &str) -> Result<Robots, FetchError> {
+        let fetched = self.get_with_retries("/robots.txt").await;
+        let robots = match fetched {
+            Ok(page) if (200..300).contains(&page.status) => Robots::parse(&page.body, user_agent),
+            Ok(page) => {
+                debug!(
+                    status = page.status,
+                    "No robots.txt; everything is allowed."
+                );
+                Robots::allow_all()
+            }
+            Err(FetchError::Unavailable { status, url, .. }) if status >= 500 => {
+                warn!(%url, status, "robots.txt unavailable; treating everything as disallowed.");
+                Robots::disallow_all()
+            }
+            Err(e) => return Err(e),
+        };
+        Ok(robots)
+    }
+
+    /// GETs `path` (below the base URL), honouring robots.txt, the rate limit and the retry
+    /// policy.
+    ///
+    /// # Errors
+    /// The last [`FetchError`] once retries are exhausted, or at once when it is not retryable.
+    pub async fn get(&self, path: &str) -> Result<Fetched, FetchError> {
+        if !self.robots.allows(path) {
+            return Err(FetchError::Disallowed {
+                base_url: self.base_url.clone(),
+                path: path.to_owned(),
+            });
+        }
+        self.get_with_retries(path).await
+    }
+
+    async fn get_with_retries(&self, path: &str) -> Result<Fetched, FetchError> {
+        let url = format!("{}{path}", self.base_url);
+        let max_backoff = self.max_backoff;
+        (|| async {
+            self.limiter.acquire().await;
+            self.get_once(&url).await
+        })
+        .retry(self.backoff)
+        .sleep(tokio::time::sleep)
+        .when(FetchError::is_retryable)
+        .adjust(move |error, backoff| {
+            // Retry-After replaces the backoff, but only while retries remain.
+            backoff.map(|b| error.retry_after().map_or(b, |r| r.min(max_backoff)))
+        })
+        .notify(|error, after| {
+            metrics::counter!("scraper_retries_total", "reason" => error.reason()).increment(1);
+            debug!(%error, ?after, "Retrying.");
+        })
+        .await
+    }
+
+    async fn get_once(&self, url: &str) -> Result<Fetched, FetchError> {
+        let response = self
+            .client
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| self.classify(url, &e))?;
+        let status = response.status();
+        metrics::counter!("scraper_pages_fetched_total", "status" => status_label(status))
+            .increment(1);
+        if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+            return Err(FetchError::Unavailable {
+                url: url.to_owned(),
+                status: status.as_u16(),
+                retry_after: retry_after(response.headers(), SystemTime::now()),
+            });
+        }
+        let body = response.text().await.map_err(|e| self.classify(url, &e))?;
+        Ok(Fetched {
+            status: status.as_u16(),
+            body,
+        })
+    }
+
+    fn classify(&self, url: &str, error: &reqwest::Error) -> FetchError {
+        if error.is_timeout() {
+            metrics::counter!("scraper_pages_fetched_total", "status" => "timeout").increment(1);
+            FetchError::Timeout {
+                url: url.to_owned(),
+                timeout: self.timeout,
+            }
+        } else if error.is_builder() {
+            FetchError::Client {
+                url: url.to_owned(),
+                detail: error.to_string(),
+            }
+        } else {
+            metrics::counter!("scraper_pages_fetched_total", "status" => "error").increment(1);
+            let mut detail = error.to_string();
+            let mut source = std::error::Error::source(error);
+            while let Some(cause) = source {
+                detail = format!("{detail}: {cause}");
+                source = cause.source();
+            }
+            FetchError::Connection {
+                url: url.to_owned(),
+                detail,
+            }
+        }
+    }
+}
+
+/// A metric label for a status: the common ones by number, the rest by class.
+fn status_label(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        200 => "200",
+        403 => "403",
+        404 => "404",
+        429 => "429",
+        500 => "500",
+        s if s < 300 => "2xx",
+        s if s < 400 => "3xx",
+        s if s < 500 => "4xx",
+        _ => "5xx",
+    }
+}
+
+/// `Retry-After` as seconds or as an HTTP date (relative to `now`).
+fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+/// The product ids linked from a listing page (`/product/{id}` links, relative or absolute).
+pub fn linked_ids(html: &str) -> Vec<i64> {
+    let mut ids = Vec::new();
+    for (at, _) in html.match_indices("/product/") {
+        let digits: String = html[at + "/product/".len()..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        if let Ok(id) = digits.parse::<i64>() {
+            ids.push(id);
+        }
+    }
+    ids
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::HeaderValue;
+
+    #[test]
+    fn retry_after_in_seconds_or_as_a_date() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(retry_after(&headers, SystemTime::now()), None);
+        headers.insert(RETRY_AFTER, HeaderValue::from_static("3"));
+        assert_eq!(
+            retry_after(&headers, SystemTime::now()),
+            Some(Duration::from_secs(3))
+        );
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(784_111_770);
+        headers.insert(
+            RETRY_AFTER,
+            HeaderValue::from_static("Sun, 06 Nov 1994 08:49:37 GMT"),
+        );
+        assert_eq!(retry_after(&headers, now), Some(Duration::from_secs(7)));
+    }
+
+    #[test]
+    fn which_errors_are_retried() {
+        let unavailable = |status| FetchError::Unavailable {
+            url: "u".into(),
+            status,
+            retry_after: None,
+        };
+        assert!(unavailable(429).is_retryable());
+        assert!(unavailable(503).is_retryable());
+        assert_eq!(unavailable(429).reason(), "429");
+        assert!(
+            !FetchError::Disallowed {
+                base_url: "b".into(),
+                path: "/p".into()
+            }
+            .is_retryable()
+        );
+    }
+
+    #[test]
+    fn ids_linked_from_the_recent_list() {
+        let html = r#"<a href="/product/17">a</a><a href="https://web.joongna.com/product/123?x=1">b</a><a href="/product/list">c</a>"#;
+        assert_eq!(linked_ids(html), vec![17, 123]);
+    }
+}
