@@ -1,24 +1,319 @@
-//! The `streams` program: drops listings over the price limit and keeps running sums, back to
-//! Kafka as Avro.
+//! The `streams` program: drops listings over the price limit and keeps running sums, exact after
+//! any crash, back to Kafka as Avro.
+//!
+//! Two stages run in each instance, each on its own thread with its own consumer group: the
+//! [`worker`] (filter, per-input-partition state, changelog, partial sums) and the [`merge`]
+//! stage (one owner per sum, totals to `listing-sums`). [`state`] explains why the sums stay
+//! exact across crashes and rebalances without transactions.
 
 pub mod aggregate;
+pub mod changelog;
+pub mod control;
 pub mod filter;
+pub mod merge;
+pub mod output;
+pub mod state;
+pub mod worker;
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
 
 use marketflow_core::Config;
+use marketflow_core::admin::{self, AdminError};
+use marketflow_core::codec::{Codec, CodecError};
+use marketflow_core::config::{KafkaConfig, StreamsGuarantee, StreamsSemantics};
+use marketflow_core::kafka::{self, ClientError};
+use rdkafka::admin::{AdminOptions, NewTopic, TopicReplication};
+use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaErrorCode;
 use tokio_util::sync::CancellationToken;
+
+use crate::control::{Control, Status};
+use crate::merge::{MergeError, MergeSetup, Merger};
+use crate::output::{Output, OutputError};
+use crate::worker::{Setup, Worker, WorkerError};
 
 /// What stopped the program.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The program is a placeholder so far.
-    #[error("streams is not built yet (issue #5)")]
-    NotBuilt,
+    /// A setting is out of range.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// The cluster could not be reached or refused a client.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// A topic the program reads does not exist.
+    #[error(
+        "topic {topic} not found on {servers}: run scripts/cluster.sh up, or create it (the \
+         program reads it, it does not create it)"
+    )]
+    MissingTopic {
+        /// The topic.
+        topic: String,
+        /// The bootstrap list.
+        servers: String,
+    },
+    /// The changelog does not match the input.
+    #[error(
+        "the changelog topic {changelog} has {found} partitions but the input topic {input} has \
+         {wanted}: each input partition needs the changelog partition of the same number; use a \
+         new streams.changelog_topic"
+    )]
+    ChangelogPartitions {
+        /// The changelog topic.
+        changelog: String,
+        /// Its partition count.
+        found: usize,
+        /// The input topic.
+        input: String,
+        /// Its partition count.
+        wanted: usize,
+    },
+    /// The registry refused or was unreachable.
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+    /// The producer could not be built, or the brokers refuse transactions.
+    #[error(transparent)]
+    Output(#[from] OutputError),
+    /// The admin server could not start.
+    #[error(transparent)]
+    Admin(#[from] AdminError),
+    /// The aggregation stage stopped.
+    #[error("aggregation stage: {0}")]
+    Worker(#[from] WorkerError),
+    /// The merge stage stopped.
+    #[error("merge stage: {0}")]
+    Merge(#[from] MergeError),
+    /// A stage's thread panicked.
+    #[error("a stage's thread ended abnormally: {0}")]
+    Join(String),
 }
 
-/// Runs the program until it is done or `shutdown` is cancelled.
+/// Runs the program until `shutdown` is cancelled or a stage fails.
 ///
 /// # Errors
-/// [`Error::NotBuilt`], until issue #5 lands.
-pub async fn run(_config: Config, _shutdown: CancellationToken) -> Result<(), Error> {
-    Err(Error::NotBuilt)
+/// [`Error`]: configuration, cluster, registry or a stage's fatal error. Under `exactly_once`,
+/// [`OutputError::TransactionsRefused`] at start when the brokers have no transactions.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Error> {
+    validate(&config)?;
+    kafka::check_reachable(&config.kafka).await?;
+    let streams = &config.streams;
+    let transactional_id = (streams.guarantee == StreamsGuarantee::ExactlyOnce).then(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        format!("{}-{}-{nanos:x}", streams.group_id, std::process::id())
+    });
+    let kafka_config = config.kafka.clone();
+    // Built first: under `exactly_once` this is where brokers without transactions are told.
+    let worker_output =
+        blocking(move || Output::new(&kafka_config, transactional_id.as_deref())).await??;
+    let merge_output = Output::new(&config.kafka, None)?;
+
+    let topics = prepare_topics(&config).await?;
+    let codec = Arc::new(Codec::new(&config.registry)?);
+    let forward = worker::register_forward(&codec, &config.topics.listings_affordable).await?;
+
+    let control = Arc::new(Control::new(Status {
+        semantics: match streams.semantics {
+            StreamsSemantics::Distinct => "distinct",
+            StreamsSemantics::Append => "append",
+        }
+        .to_owned(),
+        guarantee: match streams.guarantee {
+            StreamsGuarantee::Changelog => "changelog",
+            StreamsGuarantee::ExactlyOnce => "exactly_once",
+        }
+        .to_owned(),
+        group_id: streams.group_id.clone(),
+        input_topic: config.topics.listings.clone(),
+        ..Status::default()
+    }));
+    let metrics = admin::install_metrics()?;
+    admin::serve(
+        streams.admin_addr,
+        metrics,
+        control::router(control.clone()),
+        shutdown.clone(),
+    )
+    .await?;
+
+    // One stage failing stops the other.
+    let stop = shutdown.child_token();
+    let runtime = tokio::runtime::Handle::current();
+    let worker = Worker::new(
+        Setup {
+            config: config.clone(),
+            codec: codec.clone(),
+            runtime: runtime.clone(),
+            output: worker_output,
+            forward,
+            partials_partitions: topics.partials_partitions,
+            control: control.clone(),
+            records_in: Arc::new(AtomicU64::new(0)),
+        },
+        stop.clone(),
+    )?;
+    let merger = Merger::new(
+        MergeSetup {
+            config: config.clone(),
+            codec,
+            runtime,
+            output: merge_output,
+            partials_partitions: topics.partials_partitions,
+            control,
+        },
+        stop.clone(),
+    )?;
+    let stop_worker = stop.clone();
+    let worker = tokio::task::spawn_blocking(move || {
+        let outcome = worker.run();
+        stop_worker.cancel();
+        outcome
+    });
+    let stop_merger = stop.clone();
+    let merger = tokio::task::spawn_blocking(move || {
+        let outcome = merger.run();
+        stop_merger.cancel();
+        outcome
+    });
+    let (worker, merger) = tokio::join!(worker, merger);
+    worker.map_err(|e| Error::Join(e.to_string()))??;
+    merger.map_err(|e| Error::Join(e.to_string()))??;
+    tracing::info!("Streams stopped.");
+    Ok(())
+}
+
+fn validate(config: &Config) -> Result<(), Error> {
+    let streams = &config.streams;
+    if !(1..=4).contains(&streams.category_level) {
+        return Err(Error::Config(format!(
+            "streams.category_level is {}, but listings have category levels 1 to 4",
+            streams.category_level
+        )));
+    }
+    if streams.commit_interval.is_zero() {
+        return Err(Error::Config(
+            "streams.commit_interval is 0; give a duration such as \"500ms\"".into(),
+        ));
+    }
+    if streams.group_id.is_empty() {
+        return Err(Error::Config("streams.group_id is empty".into()));
+    }
+    Ok(())
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, Error> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Join(e.to_string()))
+}
+
+struct Topics {
+    partials_partitions: i32,
+}
+
+/// Checks the input exists, and creates what is missing: the internal topics (compacted; the
+/// changelog with the input's partition count) and the output topics.
+async fn prepare_topics(config: &Config) -> Result<Topics, Error> {
+    let input = &config.topics.listings;
+    let wanted = partitions(&config.kafka, input)
+        .await?
+        .ok_or_else(|| Error::MissingTopic {
+            topic: input.clone(),
+            servers: config.kafka.bootstrap_servers.clone(),
+        })?;
+    let count = i32::try_from(wanted).unwrap_or(i32::MAX);
+    let streams = &config.streams;
+    create_compacted(
+        &config.kafka,
+        &[
+            (&streams.changelog_topic, count),
+            (&streams.partials_topic, count),
+        ],
+    )
+    .await?;
+    kafka::ensure_topics(
+        &config.kafka,
+        &[
+            (&config.topics.listings_affordable, count),
+            (&config.topics.listing_sums, count),
+        ],
+    )
+    .await?;
+    let found = partitions(&config.kafka, &streams.changelog_topic)
+        .await?
+        .unwrap_or(0);
+    if found != wanted {
+        return Err(Error::ChangelogPartitions {
+            changelog: streams.changelog_topic.clone(),
+            found,
+            input: input.clone(),
+            wanted,
+        });
+    }
+    let partials = partitions(&config.kafka, &streams.partials_topic)
+        .await?
+        .unwrap_or(0);
+    Ok(Topics {
+        partials_partitions: i32::try_from(partials.max(1)).unwrap_or(1),
+    })
+}
+
+/// The partition count of `topic`, `None` when it does not exist.
+async fn partitions(kafka_config: &KafkaConfig, topic: &str) -> Result<Option<usize>, Error> {
+    let admin = kafka::create_admin(kafka_config)?;
+    let topic = topic.to_owned();
+    let timeout = kafka_config.connect_timeout;
+    let metadata = blocking(move || admin.inner().fetch_metadata(Some(&topic), timeout))
+        .await?
+        .map_err(ClientError::Kafka)?;
+    Ok(metadata
+        .topics()
+        .first()
+        .filter(|t| t.error().is_none() && !t.partitions().is_empty())
+        .map(|t| t.partitions().len()))
+}
+
+async fn create_compacted(kafka_config: &KafkaConfig, topics: &[(&str, i32)]) -> Result<(), Error> {
+    let admin = kafka::create_admin(kafka_config)?;
+    let new: Vec<NewTopic<'_>> = topics
+        .iter()
+        .map(|(name, partitions)| {
+            NewTopic::new(name, *partitions, TopicReplication::Fixed(-1))
+                .set("cleanup.policy", "compact")
+        })
+        .collect();
+    let options = AdminOptions::new().operation_timeout(Some(kafka_config.connect_timeout));
+    let results = admin
+        .create_topics(&new, &options)
+        .await
+        .map_err(ClientError::Kafka)?;
+    for result in results {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((_, code)) => {
+                return Err(ClientError::Kafka(KafkaError::AdminOp(code)).into());
+            }
+        }
+    }
+    // Give the metadata a moment to show new topics on every broker.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_category_level_outside_1_to_4_is_refused() {
+        let mut config = Config::default();
+        config.streams.category_level = 5;
+        let err = validate(&config).unwrap_err().to_string();
+        assert!(err.contains("category levels 1 to 4"), "{err}");
+        config.streams.category_level = 4;
+        assert!(validate(&config).is_ok());
+    }
 }

@@ -1,0 +1,335 @@
+//! The binary formats of the two internal topics: changelog records (one state change of one
+//! input partition, with the input offset it reflects) and partial sums (one input partition's
+//! share of one sum, with the input position it reflects).
+//!
+//! Both topics are read only by `streams`, so they use a small fixed layout rather than the
+//! registry; each value starts with a format version byte so that a later layout can be told
+//! apart.
+
+use marketflow_core::config::StreamsSemantics;
+use marketflow_core::record::ListingSumKey;
+
+use crate::aggregate::{Change, Contribution, Scoping, Summary};
+
+/// The layout version written first in every value.
+const FORMAT: u8 = 1;
+
+/// A record of an internal topic that does not decode.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "a record of the internal topic {topic} does not decode ({what}); was the topic written by \
+     another program or version? Use a new topic (streams.changelog_topic / \
+     streams.partials_topic) and group (streams.group_id)"
+)]
+pub struct FormatError {
+    /// The topic read.
+    pub topic: String,
+    /// What was wrong.
+    pub what: &'static str,
+}
+
+/// The changelog key of a change: the product id under `distinct` (so that compaction keeps each
+/// product's latest state), the input offset under `append` (every record counts, none may go).
+pub fn change_key(semantics: StreamsSemantics, change: &Change) -> [u8; 9] {
+    let (tag, id) = match semantics {
+        StreamsSemantics::Distinct => (b'd', change.product_id),
+        StreamsSemantics::Append => (b'a', change.offset),
+    };
+    let mut key = [tag; 9];
+    key[1..].copy_from_slice(&id.to_be_bytes());
+    key
+}
+
+/// Encodes a change with the scoping it was made under.
+pub fn encode_change(scoping: &Scoping, change: &Change) -> Vec<u8> {
+    let mut out = Vec::with_capacity(48);
+    out.push(FORMAT);
+    out.push(semantics_tag(scoping.semantics));
+    out.push(scoping.category_level);
+    out.extend_from_slice(&change.offset.to_be_bytes());
+    out.extend_from_slice(&change.timestamp.to_be_bytes());
+    out.extend_from_slice(&change.product_id.to_be_bytes());
+    match &change.next {
+        None => out.push(0),
+        Some(next) => {
+            out.push(1);
+            out.extend_from_slice(&next.price.to_be_bytes());
+            put_str(&mut out, &next.category);
+        }
+    }
+    out
+}
+
+/// Decodes a change and the scoping it was made under.
+///
+/// # Errors
+/// [`FormatError`] when the bytes are not a change of this layout.
+pub fn decode_change(topic: &str, bytes: &[u8]) -> Result<(Scoping, Change), FormatError> {
+    let mut r = Reader { topic, bytes };
+    r.format()?;
+    let semantics = match r.u8()? {
+        b'd' => StreamsSemantics::Distinct,
+        b'a' => StreamsSemantics::Append,
+        _ => return Err(r.error("unknown semantics")),
+    };
+    let category_level = r.u8()?;
+    let offset = r.i64()?;
+    let timestamp = r.i64()?;
+    let product_id = r.i64()?;
+    let next = match r.u8()? {
+        0 => None,
+        1 => Some(Contribution {
+            price: r.i64()?,
+            category: r.string()?,
+        }),
+        _ => return Err(r.error("unknown contribution tag")),
+    };
+    r.end()?;
+    let scoping = Scoping {
+        semantics,
+        category_level,
+    };
+    let change = Change {
+        offset,
+        timestamp,
+        product_id,
+        next,
+    };
+    Ok((scoping, change))
+}
+
+/// The key of a partial sum: the sum's key and the input partition whose share it is.
+pub fn encode_partial_key(key: &ListingSumKey, source: i32) -> Vec<u8> {
+    let mut out = Vec::with_capacity(16 + key.scope.len() + key.value.len());
+    put_str(&mut out, &key.scope);
+    put_str(&mut out, &key.value);
+    out.extend_from_slice(&source.to_be_bytes());
+    out
+}
+
+/// Decodes the key of a partial sum.
+///
+/// # Errors
+/// [`FormatError`] when the bytes are not a partial-sum key.
+pub fn decode_partial_key(topic: &str, bytes: &[u8]) -> Result<(ListingSumKey, i32), FormatError> {
+    let mut r = Reader { topic, bytes };
+    let scope = r.string()?;
+    let value = r.string()?;
+    let source = r.i32()?;
+    r.end()?;
+    Ok((ListingSumKey { scope, value }, source))
+}
+
+/// Encodes a partial sum as of input position `version` (the last input offset reflected).
+pub fn encode_partial(version: i64, summary: &Summary) -> Vec<u8> {
+    let mut out = Vec::with_capacity(60);
+    out.push(FORMAT);
+    for n in [version, summary.count, summary.sum] {
+        out.extend_from_slice(&n.to_be_bytes());
+    }
+    for bound in [summary.min, summary.max] {
+        match bound {
+            None => out.push(0),
+            Some(n) => {
+                out.push(1);
+                out.extend_from_slice(&n.to_be_bytes());
+            }
+        }
+    }
+    out.extend_from_slice(&summary.updated_at.to_be_bytes());
+    out
+}
+
+/// Decodes a partial sum and its version.
+///
+/// # Errors
+/// [`FormatError`] when the bytes are not a partial sum of this layout.
+pub fn decode_partial(topic: &str, bytes: &[u8]) -> Result<(i64, Summary), FormatError> {
+    let mut r = Reader { topic, bytes };
+    r.format()?;
+    let version = r.i64()?;
+    let count = r.i64()?;
+    let sum = r.i64()?;
+    let min = r.opt_i64()?;
+    let max = r.opt_i64()?;
+    let updated_at = r.i64()?;
+    r.end()?;
+    let summary = Summary {
+        count,
+        sum,
+        min,
+        max,
+        updated_at,
+    };
+    Ok((version, summary))
+}
+
+/// The partition of the partials topic that owns `key`: a stable hash (FNV-1a), so that every
+/// instance and version agrees, whatever client library produced the record.
+pub fn owner_partition(key: &ListingSumKey, partitions: i32) -> i32 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in key
+        .scope
+        .bytes()
+        .chain(std::iter::once(0))
+        .chain(key.value.bytes())
+    {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    let partitions = u64::try_from(partitions.max(1)).unwrap_or(1);
+    i32::try_from(hash % partitions).unwrap_or(0)
+}
+
+fn semantics_tag(semantics: StreamsSemantics) -> u8 {
+    match semantics {
+        StreamsSemantics::Distinct => b'd',
+        StreamsSemantics::Append => b'a',
+    }
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    let len = u32::try_from(s.len()).unwrap_or(u32::MAX);
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(&s.as_bytes()[..len as usize]);
+}
+
+struct Reader<'a> {
+    topic: &'a str,
+    bytes: &'a [u8],
+}
+
+impl Reader<'_> {
+    fn error(&self, what: &'static str) -> FormatError {
+        FormatError {
+            topic: self.topic.to_owned(),
+            what,
+        }
+    }
+
+    fn take<const N: usize>(&mut self) -> Result<[u8; N], FormatError> {
+        let (head, rest) = self
+            .bytes
+            .split_first_chunk::<N>()
+            .ok_or_else(|| self.error("truncated"))?;
+        self.bytes = rest;
+        Ok(*head)
+    }
+
+    fn format(&mut self) -> Result<(), FormatError> {
+        if self.u8()? == FORMAT {
+            Ok(())
+        } else {
+            Err(self.error("unknown layout version"))
+        }
+    }
+
+    fn u8(&mut self) -> Result<u8, FormatError> {
+        Ok(self.take::<1>()?[0])
+    }
+
+    fn i32(&mut self) -> Result<i32, FormatError> {
+        Ok(i32::from_be_bytes(self.take()?))
+    }
+
+    fn i64(&mut self) -> Result<i64, FormatError> {
+        Ok(i64::from_be_bytes(self.take()?))
+    }
+
+    fn opt_i64(&mut self) -> Result<Option<i64>, FormatError> {
+        match self.u8()? {
+            0 => Ok(None),
+            1 => Ok(Some(self.i64()?)),
+            _ => Err(self.error("unknown option tag")),
+        }
+    }
+
+    fn string(&mut self) -> Result<String, FormatError> {
+        let len = u32::from_be_bytes(self.take()?) as usize;
+        if self.bytes.len() < len {
+            return Err(self.error("truncated string"));
+        }
+        let (s, rest) = self.bytes.split_at(len);
+        self.bytes = rest;
+        String::from_utf8(s.to_vec()).map_err(|_| self.error("string is not UTF-8"))
+    }
+
+    fn end(&self) -> Result<(), FormatError> {
+        if self.bytes.is_empty() {
+            Ok(())
+        } else {
+            Err(self.error("trailing bytes"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn contribution() -> impl Strategy<Value = Option<Contribution>> {
+        proptest::option::of(
+            (any::<i64>(), ".{0,20}")
+                .prop_map(|(price, category)| Contribution { price, category }),
+        )
+    }
+
+    proptest! {
+        #[test]
+        fn changes_round_trip(
+            offset in any::<i64>(), timestamp in any::<i64>(), product_id in any::<i64>(),
+            next in contribution(), append in any::<bool>(), level in 1u8..=4,
+        ) {
+            let semantics = if append { StreamsSemantics::Append } else { StreamsSemantics::Distinct };
+            let scoping = Scoping { semantics, category_level: level };
+            let change = Change { offset, timestamp, product_id, next };
+            let (s, c) = decode_change("t", &encode_change(&scoping, &change)).unwrap();
+            prop_assert_eq!(s, scoping);
+            prop_assert_eq!(c, change);
+        }
+
+        #[test]
+        fn partials_round_trip(
+            version in any::<i64>(), count in any::<i64>(), sum in any::<i64>(),
+            min in proptest::option::of(any::<i64>()), max in proptest::option::of(any::<i64>()),
+            updated_at in any::<i64>(), scope in ".{0,10}", value in ".{0,10}", source in any::<i32>(),
+        ) {
+            let summary = Summary { count, sum, min, max, updated_at };
+            prop_assert_eq!(decode_partial("t", &encode_partial(version, &summary)).unwrap(), (version, summary));
+            let key = ListingSumKey { scope, value };
+            prop_assert_eq!(decode_partial_key("t", &encode_partial_key(&key, source)).unwrap(), (key, source));
+        }
+
+        #[test]
+        fn garbage_is_an_error_never_a_panic(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let _ = decode_change("t", &bytes);
+            let _ = decode_partial("t", &bytes);
+            let _ = decode_partial_key("t", &bytes);
+        }
+
+        #[test]
+        fn the_owner_is_a_partition(scope in ".{0,10}", value in ".{0,10}", partitions in 1i32..64) {
+            let owner = owner_partition(&ListingSumKey { scope, value }, partitions);
+            prop_assert!((0..partitions).contains(&owner));
+        }
+    }
+
+    #[test]
+    fn distinct_changes_are_keyed_by_product_and_append_changes_by_offset() {
+        let change = Change {
+            offset: 9,
+            timestamp: 0,
+            product_id: 42,
+            next: None,
+        };
+        assert_eq!(
+            change_key(StreamsSemantics::Distinct, &change)[1..],
+            42i64.to_be_bytes()
+        );
+        assert_eq!(
+            change_key(StreamsSemantics::Append, &change)[1..],
+            9i64.to_be_bytes()
+        );
+    }
+}

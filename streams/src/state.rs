@@ -1,0 +1,202 @@
+//! Durable state: each input partition's aggregate is rebuilt from the changelog topic when the
+//! partition is assigned, and the input resumes right after the offset the changelog reflects.
+//!
+//! # Why the sums are exact after any crash, without transactions
+//!
+//! * **State is per input partition.** Input records are keyed by product id, so every version
+//!   of a product lives in one input partition, and that partition's state (each product's
+//!   contribution, each scope's count, sum and price multiset) depends on nothing else. When a
+//!   partition moves to another instance, its state moves with it: the new owner rebuilds it.
+//! * **The changelog is the state, and carries its own position.** Every input record that
+//!   changes a partition's state is written, as one changelog record holding the change *and the
+//!   input offset it came from*, to the changelog partition of the same number, by one idempotent
+//!   producer. One record is atomic; the producer keeps a partition's records in order and without
+//!   gaps, so whatever survives a `kill -9` is a prefix of what was sent.
+//! * **Restore replays the changelog.** On assignment the partition's changelog is read from the
+//!   beginning to its end and every change is applied again, in order, skipping one at or before
+//!   the offset already applied (a retry's or an old owner's late duplicate). The state is then
+//!   exactly the state after input offset `P`, the last one recorded, and the input is read again
+//!   from `P + 1`: no input counted twice, none missed. Records between the last changelog write
+//!   and the crash changed nothing durable, so reading them again is harmless. Compaction may
+//!   drop a product's older records; the latest one per product is what the state needs.
+//! * **Sums leave as idempotent partial sums.** A partition's share of each touched sum is sent
+//!   to the partials topic with its position `P` as version. Processing is deterministic, so the
+//!   share at a given position is always the same; the merge stage keeps the highest version per
+//!   (sum, input partition) and emits their total. A lost share is re-sent after every restore,
+//!   a duplicate or an out-of-date one is ignored, so the total converges to the exact sum.
+//!
+//! The one thing this cannot prevent without transactions is a writer that lives on after its
+//! partitions were taken away (a "zombie" stalled past the group's session timeout): it writes
+//! true but old facts, which the version checks above ignore, except where compaction has
+//! already removed the newer record of the same key. `streams.guarantee = "exactly_once"` fences
+//! such writers with Kafka transactions on brokers that have them.
+
+use std::time::{Duration, Instant};
+
+use marketflow_core::config::KafkaConfig;
+use rdkafka::Offset;
+use rdkafka::TopicPartitionList;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+
+use crate::aggregate::{Aggregator, Scoping};
+use crate::changelog::{FormatError, decode_change};
+
+/// What failed rebuilding a partition's state.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// The changelog could not be read; retrying may help.
+    #[error(
+        "cannot read partition {partition} of the changelog topic {topic}: {source}; is the \
+         cluster up? (scripts/cluster.sh up)"
+    )]
+    Read {
+        /// The changelog topic.
+        topic: String,
+        /// Its partition.
+        partition: i32,
+        /// What librdkafka said.
+        source: KafkaError,
+    },
+    /// The changelog stopped delivering records before its end; retrying may help.
+    #[error(
+        "partition {partition} of the changelog topic {topic} delivered nothing for {waited:?} \
+         before its end; is the cluster up? (scripts/cluster.sh up)"
+    )]
+    Stalled {
+        /// The changelog topic.
+        topic: String,
+        /// Its partition.
+        partition: i32,
+        /// How long it waited.
+        waited: Duration,
+    },
+    /// A changelog record does not decode: fatal.
+    #[error(transparent)]
+    Format(#[from] FormatError),
+    /// The changelog was written under other settings: fatal, the sums would be wrong.
+    #[error(
+        "the changelog topic {topic} was written with semantics {found:?} and category level \
+         {found_level}, but this configuration has {wanted:?} and level {wanted_level}: set a new \
+         streams.changelog_topic, streams.partials_topic and streams.group_id to start over"
+    )]
+    Mismatch {
+        /// The changelog topic.
+        topic: String,
+        /// The semantics found.
+        found: marketflow_core::config::StreamsSemantics,
+        /// The level found.
+        found_level: u8,
+        /// The semantics configured.
+        wanted: marketflow_core::config::StreamsSemantics,
+        /// The level configured.
+        wanted_level: u8,
+    },
+}
+
+impl StateError {
+    /// Whether trying again later may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Read { .. } | Self::Stalled { .. })
+    }
+}
+
+/// Reads a changelog topic to rebuild the states of input partitions.
+pub struct Restorer {
+    consumer: BaseConsumer,
+    topic: String,
+    scoping: Scoping,
+    stall: Duration,
+}
+
+impl Restorer {
+    /// A reader of `topic` (no consumer group; `read_committed`, so that under transactions an
+    /// aborted change is never restored).
+    ///
+    /// # Errors
+    /// [`StateError::Read`] when librdkafka rejects the configuration.
+    pub fn new(kafka: &KafkaConfig, topic: &str, scoping: Scoping) -> Result<Self, StateError> {
+        let mut config = rdkafka::ClientConfig::new();
+        config
+            .set("bootstrap.servers", &kafka.bootstrap_servers)
+            .set("group.id", "marketflow-streams-restore")
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "true")
+            .set("isolation.level", "read_committed");
+        let consumer = config.create().map_err(|source| StateError::Read {
+            topic: topic.to_owned(),
+            partition: -1,
+            source,
+        })?;
+        Ok(Self {
+            consumer,
+            topic: topic.to_owned(),
+            scoping,
+            stall: kafka.connect_timeout.max(Duration::from_secs(5)) * 3,
+        })
+    }
+
+    /// The state of input partition `partition`: its changelog replayed from the beginning.
+    ///
+    /// # Errors
+    /// [`StateError`]: retryable when the changelog cannot be read, fatal when it does not
+    /// decode or was written under another configuration.
+    pub fn restore(&self, partition: i32) -> Result<Aggregator, StateError> {
+        let read_error = |source| StateError::Read {
+            topic: self.topic.clone(),
+            partition,
+            source,
+        };
+        let mut assignment = TopicPartitionList::new();
+        assignment
+            .add_partition_offset(&self.topic, partition, Offset::Beginning)
+            .map_err(read_error)?;
+        self.consumer.assign(&assignment).map_err(read_error)?;
+        let mut state = Aggregator::new(self.scoping.clone());
+        let mut last_progress = Instant::now();
+        let mut records = 0u64;
+        let outcome = loop {
+            match self.consumer.poll(Duration::from_millis(200)) {
+                None if last_progress.elapsed() > self.stall => {
+                    break Err(StateError::Stalled {
+                        topic: self.topic.clone(),
+                        partition,
+                        waited: self.stall,
+                    });
+                }
+                None => {}
+                Some(Err(KafkaError::PartitionEOF(_))) => break Ok(()),
+                Some(Err(source)) => break Err(read_error(source)),
+                Some(Ok(message)) => {
+                    last_progress = Instant::now();
+                    let Some(bytes) = message.payload() else {
+                        continue;
+                    };
+                    let (scoping, change) = decode_change(&self.topic, bytes)?;
+                    if scoping != self.scoping {
+                        break Err(StateError::Mismatch {
+                            topic: self.topic.clone(),
+                            found: scoping.semantics,
+                            found_level: scoping.category_level,
+                            wanted: self.scoping.semantics,
+                            wanted_level: self.scoping.category_level,
+                        });
+                    }
+                    state.apply(&change);
+                    records += 1;
+                }
+            }
+        };
+        self.consumer.unassign().map_err(read_error)?;
+        outcome?;
+        tracing::info!(
+            partition,
+            records,
+            position = state.position(),
+            products = state.products(),
+            "Partition state restored."
+        );
+        Ok(state)
+    }
+}

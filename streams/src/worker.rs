@@ -1,0 +1,661 @@
+//! The aggregation stage: reads `listings` in the consumer group, filters, forwards accepted
+//! listings to `listings-affordable`, keeps each input partition's state (see [`crate::state`]),
+//! writes every state change to the changelog and each partition's share of the touched sums to
+//! the partials topic.
+//!
+//! It runs on its own thread with a `BaseConsumer`, so that the rebalance callback, which runs
+//! inside `poll` on that thread, can restore a partition's state before the partition's first
+//! record is read, and make everything durable before a partition is given away.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use marketflow_core::codec::{Codec, CodecError, schema_id};
+use marketflow_core::config::{Config, StreamsGuarantee};
+use marketflow_core::kafka::{ClientError, consumer_config};
+use marketflow_core::record::{Listing, ListingKey, ListingSumKey};
+use marketflow_core::schema::{self, Part};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use tokio::runtime::Handle;
+use tokio_util::sync::CancellationToken;
+
+use crate::aggregate::{Aggregator, Applied, Scoping};
+use crate::changelog::{
+    change_key, encode_change, encode_partial, encode_partial_key, owner_partition,
+};
+use crate::control::{Control, PartitionStatus};
+use crate::filter::{DropReason, Verdict};
+use crate::output::{Output, OutputError};
+use crate::state::{Restorer, StateError};
+
+/// How often consumer lag is measured.
+const LAG_INTERVAL: Duration = Duration::from_secs(5);
+/// How many times a restore, or a registry call, is tried before the stage gives up.
+const ATTEMPTS: u32 = 5;
+
+/// What stopped the aggregation stage.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// The consumer could not be built.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// The consumer failed.
+    #[error("consuming topic {topic} failed: {source}")]
+    Consume {
+        /// The input topic.
+        topic: String,
+        /// What librdkafka said.
+        source: KafkaError,
+    },
+    /// Writing failed.
+    #[error(transparent)]
+    Output(#[from] OutputError),
+    /// A partition's state could not be restored.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// The consumer has no group metadata to commit a transaction with.
+    #[error("the consumer has no group metadata to commit the transaction's offsets with")]
+    NoGroupMetadata,
+    /// The registry stayed unreachable.
+    #[error("decoding a record of topic {topic} failed: {source}")]
+    Codec {
+        /// The topic of the record.
+        topic: String,
+        /// What the codec said.
+        source: CodecError,
+    },
+}
+
+/// The schema ids the forwarded listings must carry on `listings-affordable`.
+#[derive(Debug, Clone, Copy)]
+pub struct ForwardIds {
+    key: u32,
+    value: u32,
+}
+
+/// Registers the listing schemas under the affordable topic's subjects, so that its records
+/// decode through the registry under TopicNameStrategy, and returns their ids.
+///
+/// # Errors
+/// [`CodecError`] when the registry refuses or is unreachable.
+pub async fn register_forward(codec: &Codec, topic: &str) -> Result<ForwardIds, CodecError> {
+    let key = codec
+        .encoder(topic, Part::Key, schema::LISTING_KEY)
+        .encode(&ListingKey { product_id: 0 })
+        .await?;
+    let value = codec
+        .encoder(topic, Part::Value, schema::LISTING)
+        .encode(&sample_listing())
+        .await?;
+    Ok(ForwardIds {
+        key: schema_id(&key)?,
+        value: schema_id(&value)?,
+    })
+}
+
+fn sample_listing() -> Listing {
+    Listing {
+        product_id: 0,
+        title: String::new(),
+        price: None,
+        condition: "unknown".into(),
+        sale_status: "unknown".into(),
+        category_path: None,
+        category_level1: None,
+        category_level2: None,
+        category_level3: None,
+        category_level4: None,
+        description: String::new(),
+        seller: None,
+        location: None,
+        view_count: None,
+        wish_count: None,
+        chat_count: None,
+        image_urls: Vec::new(),
+        posted_at: None,
+        scraped_at: 0,
+        source_url: String::new(),
+    }
+}
+
+/// Everything the aggregation stage needs, built by [`crate::run`].
+pub struct Setup {
+    /// The whole configuration.
+    pub config: Config,
+    /// The codec, shared with the merge stage.
+    pub codec: Arc<Codec>,
+    /// The runtime, for the codec's async calls.
+    pub runtime: Handle,
+    /// The producer (transactional under `exactly_once`).
+    pub output: Output,
+    /// Schema ids of the affordable topic.
+    pub forward: ForwardIds,
+    /// Partition count of the partials topic.
+    pub partials_partitions: i32,
+    /// Shared with the admin routes.
+    pub control: Arc<Control>,
+    /// Counts input records, for the status.
+    pub records_in: Arc<AtomicU64>,
+}
+
+struct Owned {
+    state: Aggregator,
+    dirty: BTreeSet<ListingSumKey>,
+    lag: Option<i64>,
+}
+
+/// The stage's state, behind the consumer context so that the rebalance callback reaches it.
+struct Engine {
+    setup: Setup,
+    scoping: Scoping,
+    restorer: Restorer,
+    parts: BTreeMap<i32, Owned>,
+    in_transaction: bool,
+    paused: bool,
+    fatal: Option<WorkerError>,
+    last_flush: Instant,
+    last_lag: Instant,
+}
+
+struct Context {
+    engine: Mutex<Engine>,
+}
+
+impl Context {
+    fn engine(&self) -> MutexGuard<'_, Engine> {
+        self.engine.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl ClientContext for Context {}
+
+impl ConsumerContext for Context {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        let mut engine = self.engine();
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                let assignment = engine.assign(tpl);
+                if let Err(source) = consumer.assign(&assignment) {
+                    let topic = engine.setup.config.topics.listings.clone();
+                    engine.fail(WorkerError::Consume { topic, source });
+                }
+                if engine.paused {
+                    let _ = consumer.pause(&assignment);
+                }
+            }
+            _ => {
+                if err != RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS {
+                    tracing::warn!(error = ?err, "Rebalance failed; giving up the partitions.");
+                }
+                let flushed = engine
+                    .flush(consumer)
+                    .and_then(|()| Ok(engine.setup.output.flush()?));
+                if let Err(error) = flushed {
+                    engine.fail(error);
+                }
+                engine.parts.clear();
+                engine.publish();
+                let _ = consumer.unassign();
+                tracing::info!("Partitions revoked.");
+            }
+        }
+    }
+}
+
+impl Engine {
+    fn fail(&mut self, error: WorkerError) {
+        tracing::error!(%error, "Aggregation stage failing.");
+        if self.fatal.is_none() {
+            self.fatal = Some(error);
+        }
+    }
+
+    /// Restores each assigned partition and returns the assignment starting right after the
+    /// offset each state reflects.
+    fn assign(&mut self, tpl: &TopicPartitionList) -> TopicPartitionList {
+        let topic = self.setup.config.topics.listings.clone();
+        let mut positioned = TopicPartitionList::new();
+        for element in tpl.elements() {
+            let partition = element.partition();
+            let mut restored = self.restorer.restore(partition);
+            let mut attempt = 1;
+            while let Err(error) = &restored
+                && error.is_retryable()
+                && attempt < ATTEMPTS
+            {
+                tracing::warn!(partition, %error, attempt, "Restore failed; retrying.");
+                std::thread::sleep(Duration::from_secs(1));
+                restored = self.restorer.restore(partition);
+                attempt += 1;
+            }
+            match restored {
+                Ok(state) => {
+                    let start = state
+                        .position()
+                        .map_or(Offset::Beginning, |p| Offset::Offset(p + 1));
+                    // Re-announce every share: one sent before a crash may not have landed.
+                    let dirty = state.keys_summed().cloned().collect();
+                    self.parts.insert(
+                        partition,
+                        Owned {
+                            state,
+                            dirty,
+                            lag: None,
+                        },
+                    );
+                    if let Err(error) = positioned.add_partition_offset(&topic, partition, start) {
+                        self.fail(WorkerError::Consume {
+                            topic: topic.clone(),
+                            source: error,
+                        });
+                    }
+                }
+                Err(error) => self.fail(error.into()),
+            }
+        }
+        tracing::info!(partitions = ?self.parts.keys().collect::<Vec<_>>(), "Partitions assigned.");
+        self.publish();
+        positioned
+    }
+
+    /// Processes one input record.
+    fn process(&mut self, message: &BorrowedMessage<'_>) -> Result<(), WorkerError> {
+        let partition = message.partition();
+        let offset = message.offset();
+        let timestamp = message.timestamp().to_millis().unwrap_or(0);
+        metrics::counter!("streams_records_in_total").increment(1);
+        self.setup.records_in.fetch_add(1, Ordering::Relaxed);
+        let Some(part) = self.parts.get(&partition) else {
+            return Ok(());
+        };
+        if part.state.position().is_some_and(|p| offset <= p) {
+            metrics::counter!("streams_records_skipped_total").increment(1);
+            return Ok(());
+        }
+        let (listing, product_id) = match self.decode(message)? {
+            Some(decoded) => decoded,
+            None => {
+                metrics::counter!("streams_records_dropped_total", "reason" => DropReason::Undecodable.label())
+                    .increment(1);
+                return Ok(());
+            }
+        };
+        let (verdict, change) = self.scoping.change(
+            offset,
+            timestamp,
+            product_id,
+            listing.as_ref(),
+            self.setup.config.streams.max_price,
+        );
+        if let Some(Verdict::Drop(reason)) = verdict {
+            metrics::counter!("streams_records_dropped_total", "reason" => reason.label())
+                .increment(1);
+        }
+        self.begin()?;
+        let Some(part) = self.parts.get_mut(&partition) else {
+            return Ok(());
+        };
+        let (applied, touched) = part.state.apply(&change);
+        if applied == Applied::Changed {
+            let key = change_key(self.scoping.semantics, &change);
+            let value = encode_change(&self.scoping, &change);
+            self.setup.output.send(
+                &self.setup.config.streams.changelog_topic,
+                Some(partition),
+                &key,
+                &value,
+            )?;
+            part.dirty.extend(touched);
+        }
+        if let (Some(Verdict::Accept(_)), Some(listing)) = (verdict, &listing) {
+            self.forward(message, listing)?;
+        }
+        Ok(())
+    }
+
+    /// The listing (`None` for a tombstone) and its product id; `Ok(None)` when the record does
+    /// not decode and never will.
+    fn decode(
+        &self,
+        message: &BorrowedMessage<'_>,
+    ) -> Result<Option<(Option<Listing>, i64)>, WorkerError> {
+        let decoded = match message.payload() {
+            Some(value) => self
+                .call(|| self.setup.codec.decode::<Listing>(value))
+                .map(|l| {
+                    l.map(|l| {
+                        let id = l.product_id;
+                        (Some(l), id)
+                    })
+                }),
+            None => {
+                let Some(key) = message.key() else {
+                    return Ok(None);
+                };
+                self.call(|| self.setup.codec.decode::<ListingKey>(key))
+                    .map(|k| k.map(|k| (None, k.product_id)))
+            }
+        };
+        decoded.map_err(|source| WorkerError::Codec {
+            topic: message.topic().to_owned(),
+            source,
+        })
+    }
+
+    /// Runs a codec call, retrying while the registry is unreachable; `Ok(None)` when the
+    /// payload will never decode (logged and counted by the caller).
+    fn call<T, F, Fut>(&self, f: F) -> Result<Option<T>, CodecError>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<T, CodecError>>,
+    {
+        let mut attempt = 1;
+        loop {
+            match self.setup.runtime.block_on(f()) {
+                Ok(value) => return Ok(Some(value)),
+                Err(error) if error.is_retryable() && attempt < ATTEMPTS => {
+                    tracing::warn!(%error, attempt, "Registry call failed; retrying.");
+                    std::thread::sleep(Duration::from_secs(1));
+                    attempt += 1;
+                }
+                Err(error) if error.is_retryable() => return Err(error),
+                Err(error) => {
+                    tracing::warn!(class = error.class(), %error, "Record dropped: it does not decode.");
+                    return Ok(None);
+                }
+            }
+        }
+    }
+
+    /// Sends an accepted listing to the affordable topic: the input's bytes when they carry the
+    /// schema ids registered there, re-encoded otherwise.
+    fn forward(&self, message: &BorrowedMessage<'_>, listing: &Listing) -> Result<(), WorkerError> {
+        let topic = &self.setup.config.topics.listings_affordable;
+        let ids = self.setup.forward;
+        let same = |bytes: Option<&[u8]>, id| {
+            bytes
+                .filter(|b| schema_id(b).ok() == Some(id))
+                .map(<[u8]>::to_vec)
+        };
+        let codec_error = |source| WorkerError::Codec {
+            topic: topic.clone(),
+            source,
+        };
+        let key = match same(message.key(), ids.key) {
+            Some(key) => key,
+            None => self
+                .setup
+                .runtime
+                .block_on(
+                    self.setup
+                        .codec
+                        .encoder(topic, Part::Key, schema::LISTING_KEY)
+                        .encode(&listing.key()),
+                )
+                .map_err(codec_error)?,
+        };
+        let value = match same(message.payload(), ids.value) {
+            Some(value) => value,
+            None => self
+                .setup
+                .runtime
+                .block_on(
+                    self.setup
+                        .codec
+                        .encoder(topic, Part::Value, schema::LISTING)
+                        .encode(listing),
+                )
+                .map_err(codec_error)?,
+        };
+        self.setup.output.send(topic, None, &key, &value)?;
+        metrics::counter!("streams_listings_forwarded_total").increment(1);
+        Ok(())
+    }
+
+    fn begin(&mut self) -> Result<(), WorkerError> {
+        if self.setup.config.streams.guarantee == StreamsGuarantee::ExactlyOnce
+            && !self.in_transaction
+        {
+            self.setup.output.begin()?;
+            self.in_transaction = true;
+        }
+        Ok(())
+    }
+
+    /// Sends each partition's share of the sums it touched since the last flush, then commits:
+    /// the transaction with the input offsets under `exactly_once`, else the input offsets
+    /// alone (informational: restores start from the changelog, not from them).
+    fn flush(&mut self, consumer: &BaseConsumer<Context>) -> Result<(), WorkerError> {
+        self.last_flush = Instant::now();
+        self.begin()?;
+        let partials_topic = self.setup.config.streams.partials_topic.clone();
+        let mut offsets = TopicPartitionList::new();
+        for (partition, part) in &mut self.parts {
+            let Some(position) = part.state.position() else {
+                continue;
+            };
+            for key in std::mem::take(&mut part.dirty) {
+                let value = encode_partial(position, &part.state.summary(&key));
+                let owner = owner_partition(&key, self.setup.partials_partitions);
+                self.setup.output.send(
+                    &partials_topic,
+                    Some(owner),
+                    &encode_partial_key(&key, *partition),
+                    &value,
+                )?;
+                metrics::counter!("streams_partials_sent_total").increment(1);
+            }
+            offsets
+                .add_partition_offset(
+                    &self.setup.config.topics.listings,
+                    *partition,
+                    Offset::Offset(position + 1),
+                )
+                .map_err(|source| WorkerError::Consume {
+                    topic: self.setup.config.topics.listings.clone(),
+                    source,
+                })?;
+        }
+        if self.in_transaction {
+            let group = consumer
+                .group_metadata()
+                .ok_or(WorkerError::NoGroupMetadata)?;
+            self.setup.output.commit(&offsets, &group)?;
+            self.in_transaction = false;
+        } else if offsets.count() > 0 {
+            // Best effort: the group's committed offsets only feed lag views.
+            let _ = consumer.commit(&offsets, CommitMode::Async);
+        }
+        self.setup.output.check()?;
+        if self.last_lag.elapsed() >= LAG_INTERVAL {
+            self.measure_lag(consumer);
+        }
+        self.publish();
+        Ok(())
+    }
+
+    fn measure_lag(&mut self, consumer: &BaseConsumer<Context>) {
+        self.last_lag = Instant::now();
+        let topic = &self.setup.config.topics.listings;
+        let mut total = 0;
+        for (partition, part) in &mut self.parts {
+            if let Ok((_, high)) =
+                consumer.fetch_watermarks(topic, *partition, Duration::from_secs(2))
+            {
+                let next = part.state.position().map_or(0, |p| p + 1);
+                part.lag = Some((high - next).max(0));
+                total += (high - next).max(0);
+            }
+        }
+        metrics::gauge!("streams_consumer_lag").set(total as f64);
+    }
+
+    /// Publishes the stage's state to the status and the gauges.
+    fn publish(&self) {
+        let products: usize = self.parts.values().map(|p| p.state.products()).sum();
+        metrics::gauge!("streams_state_products").set(products as f64);
+        let records_in = self.setup.records_in.load(Ordering::Relaxed);
+        let partitions = self
+            .parts
+            .iter()
+            .map(|(p, part)| {
+                let status = PartitionStatus {
+                    position: part.state.position(),
+                    products: part.state.products(),
+                    lag: part.lag,
+                };
+                (*p, status)
+            })
+            .collect();
+        self.setup.control.update(|s| {
+            s.partitions = partitions;
+            s.records_in = records_in;
+        });
+    }
+}
+
+/// The aggregation stage.
+pub struct Worker {
+    consumer: BaseConsumer<Context>,
+    shutdown: CancellationToken,
+}
+
+impl Worker {
+    /// Builds the stage: its consumer (in `streams.group_id`, `read_committed`) and its state.
+    ///
+    /// # Errors
+    /// [`WorkerError`] when the consumer cannot be built.
+    pub fn new(setup: Setup, shutdown: CancellationToken) -> Result<Self, WorkerError> {
+        let streams = &setup.config.streams;
+        let scoping = Scoping {
+            semantics: streams.semantics,
+            category_level: streams.category_level,
+        };
+        let restorer = Restorer::new(
+            &setup.config.kafka,
+            &streams.changelog_topic,
+            scoping.clone(),
+        )?;
+        let mut config = consumer_config(&setup.config.kafka, &streams.group_id)?;
+        config.set("isolation.level", "read_committed");
+        let engine = Engine {
+            scoping,
+            restorer,
+            parts: BTreeMap::new(),
+            in_transaction: false,
+            paused: false,
+            fatal: None,
+            last_flush: Instant::now(),
+            last_lag: Instant::now(),
+            setup,
+        };
+        let consumer: BaseConsumer<Context> = config
+            .create_with_context(Context {
+                engine: Mutex::new(engine),
+            })
+            .map_err(|e| WorkerError::Client(ClientError::Kafka(e)))?;
+        Ok(Self { consumer, shutdown })
+    }
+
+    /// Runs until `shutdown` is cancelled or a fatal error.
+    ///
+    /// # Errors
+    /// [`WorkerError`]; the durable state stays consistent, a restart resumes from it.
+    pub fn run(self) -> Result<(), WorkerError> {
+        let topic = self
+            .consumer
+            .context()
+            .engine()
+            .setup
+            .config
+            .topics
+            .listings
+            .clone();
+        let interval = self
+            .consumer
+            .context()
+            .engine()
+            .setup
+            .config
+            .streams
+            .commit_interval;
+        self.consumer
+            .subscribe(&[&topic])
+            .map_err(|source| WorkerError::Consume {
+                topic: topic.clone(),
+                source,
+            })?;
+        tracing::info!(%topic, "Aggregation stage started.");
+        let outcome = self.work(&topic, interval);
+        // Leave the group cleanly: the revoke callback makes everything durable.
+        let ended = {
+            let mut engine = self.consumer.context().engine();
+            let flushed = engine
+                .flush(&self.consumer)
+                .and_then(|()| Ok(engine.setup.output.flush()?));
+            engine.parts.clear();
+            flushed
+        };
+        self.consumer.unsubscribe();
+        let _ = self.consumer.poll(Duration::from_millis(100));
+        outcome.and(ended)
+    }
+
+    fn work(&self, topic: &str, interval: Duration) -> Result<(), WorkerError> {
+        let context = self.consumer.context();
+        while !self.shutdown.is_cancelled() {
+            self.follow_control()?;
+            match self.consumer.poll(Duration::from_millis(50)) {
+                None => {}
+                Some(Ok(message)) => context.engine().process(&message)?,
+                Some(Err(KafkaError::PartitionEOF(_))) => {}
+                Some(Err(error)) => tracing::warn!(%topic, %error, "Consumer error; continuing."),
+            }
+            let mut engine = context.engine();
+            if let Some(error) = engine.fatal.take() {
+                return Err(error);
+            }
+            if engine.last_flush.elapsed() >= interval {
+                engine.flush(&self.consumer)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn follow_control(&self) -> Result<(), WorkerError> {
+        let mut engine = self.consumer.context().engine();
+        let wanted = engine.setup.control.paused();
+        if wanted == engine.paused {
+            return Ok(());
+        }
+        let assignment = self
+            .consumer
+            .assignment()
+            .map_err(|source| WorkerError::Consume {
+                topic: engine.setup.config.topics.listings.clone(),
+                source,
+            })?;
+        let changed = if wanted {
+            self.consumer.pause(&assignment)
+        } else {
+            self.consumer.resume(&assignment)
+        };
+        changed.map_err(|source| WorkerError::Consume {
+            topic: engine.setup.config.topics.listings.clone(),
+            source,
+        })?;
+        engine.paused = wanted;
+        Ok(())
+    }
+}

@@ -1,0 +1,414 @@
+//! Helpers of the cluster-backed tests: a workload of listings, updates and tombstones with its
+//! independently computed sums, a producer of it, the real `streams` binary on its own topics and
+//! group, and a reader of the sums topic through the registry.
+
+#![allow(
+    dead_code,
+    clippy::large_enum_variant,
+    clippy::unwrap_used,
+    clippy::expect_used
+)] // each test binary uses a part
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use marketflow_core::codec::Codec;
+use marketflow_core::kafka::create_producer;
+use marketflow_core::record::{Listing, ListingKey, ListingSum, ListingSumKey};
+use marketflow_core::schema::{self, Part};
+use marketflow_core::testkit::{Cluster, unique};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+/// One input record.
+#[derive(Debug, Clone)]
+pub enum Op {
+    /// A version of a product.
+    Version(Listing),
+    /// The product's tombstone.
+    Tombstone(i64),
+}
+
+/// Count, sum, min, max of one sum.
+pub type Figures = (i64, i64, Option<i64>, Option<i64>);
+
+/// A small deterministic generator (xorshift), so that a failing run can be replayed.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Self(seed.max(1))
+    }
+
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+const CATEGORIES: [&str; 6] = [
+    "디지털기기",
+    "가구/인테리어",
+    "의류",
+    "도서",
+    "스포츠/레저",
+    "유아동",
+];
+
+/// A listing of product `id` at `price` in a category picked by `rng` (sometimes none).
+pub fn listing(rng: &mut Rng, id: i64, price: Option<i64>) -> Listing {
+    let category = match rng.below(8) {
+        0 => None,
+        n => Some(CATEGORIES[(n as usize) % CATEGORIES.len()].to_owned()),
+    };
+    Listing {
+        product_id: id,
+        title: format!("상품 {id} \"급처\""),
+        price,
+        condition: "used".into(),
+        sale_status: "on_sale".into(),
+        category_path: category.clone(),
+        category_level1: category,
+        category_level2: None,
+        category_level3: None,
+        category_level4: None,
+        description: "네고 가능".into(),
+        seller: Some(format!("{:064x}", id)),
+        location: Some("서울".into()),
+        view_count: Some(1),
+        wish_count: None,
+        chat_count: None,
+        image_urls: vec![format!("https://img.example/{id}.jpg")],
+        posted_at: Some(1_700_000_000_000),
+        scraped_at: 1_700_000_000_000 + id,
+        source_url: format!("https://web.joongna.com/product/{id}"),
+    }
+}
+
+/// `n` input records: new products, newer versions of earlier ones (new price or category),
+/// tombstones, prices over the limit and missing prices, exactly 1,000,000 and 1,000,001.
+pub fn workload(n: usize, seed: u64) -> Vec<Op> {
+    let mut rng = Rng::new(seed);
+    let mut ops = Vec::with_capacity(n);
+    let mut next_id = 1_000i64;
+    for _ in 0..n {
+        let roll = rng.below(100);
+        let price = match rng.below(20) {
+            0 => None,
+            1 => Some(1_000_000),
+            2 => Some(1_000_001),
+            3..=6 => Some(1_000_000 + rng.below(5_000_000) as i64),
+            _ => Some(rng.below(1_000_000) as i64),
+        };
+        if roll < 8 && next_id > 1_000 {
+            let id = 1_000 + rng.below((next_id - 1_000) as u64) as i64;
+            ops.push(Op::Tombstone(id));
+        } else if roll < 30 && next_id > 1_000 {
+            let id = 1_000 + rng.below((next_id - 1_000) as u64) as i64;
+            ops.push(Op::Version(listing(&mut rng, id, price)));
+        } else {
+            ops.push(Op::Version(listing(&mut rng, next_id, price)));
+            next_id += 1;
+        }
+    }
+    ops
+}
+
+/// The sums computed directly from the workload, as `distinct` defines them: the latest version
+/// of each product (none after its tombstone), counted when priced at most 1,000,000.
+pub fn expected_distinct(ops: &[Op]) -> BTreeMap<ListingSumKey, Figures> {
+    let mut latest: BTreeMap<i64, &Listing> = BTreeMap::new();
+    for op in ops {
+        match op {
+            Op::Version(l) => {
+                latest.insert(l.product_id, l);
+            }
+            Op::Tombstone(id) => {
+                latest.remove(id);
+            }
+        }
+    }
+    group(latest.values().copied())
+}
+
+/// The sums computed directly from the workload, as `append` defines them: every accepted record.
+pub fn expected_append(ops: &[Op]) -> BTreeMap<ListingSumKey, Figures> {
+    group(ops.iter().filter_map(|op| match op {
+        Op::Version(l) => Some(l),
+        Op::Tombstone(_) => None,
+    }))
+}
+
+fn group<'a>(listings: impl Iterator<Item = &'a Listing>) -> BTreeMap<ListingSumKey, Figures> {
+    let mut groups: BTreeMap<ListingSumKey, Vec<i64>> = BTreeMap::new();
+    for l in listings {
+        let Some(price) = l.price.filter(|p| *p <= 1_000_000) else {
+            continue;
+        };
+        let category = l
+            .category_level1
+            .clone()
+            .unwrap_or_else(|| "unknown".into());
+        for key in [
+            ListingSumKey {
+                scope: "all".into(),
+                value: "all".into(),
+            },
+            ListingSumKey {
+                scope: "category_level1".into(),
+                value: category,
+            },
+        ] {
+            groups.entry(key).or_default().push(price);
+        }
+    }
+    groups
+        .into_iter()
+        .map(|(k, p)| {
+            let figures = (
+                p.len() as i64,
+                p.iter().sum(),
+                p.iter().min().copied(),
+                p.iter().max().copied(),
+            );
+            (k, figures)
+        })
+        .collect()
+}
+
+/// The topics and group of one test's pipeline.
+pub struct Pipeline {
+    pub cluster: Cluster,
+    pub codec: Codec,
+    pub input: String,
+    pub affordable: String,
+    pub sums: String,
+    pub group: String,
+    pub changelog: String,
+    pub partials: String,
+    config_file: tempfile::NamedTempFile,
+}
+
+impl Pipeline {
+    /// Fresh topics (3 partitions) and names for one test.
+    pub async fn new(prefix: &str) -> Self {
+        let cluster = Cluster::require().await;
+        let codec = Codec::new(&cluster.config.registry).unwrap();
+        let input = cluster.topic(&format!("{prefix}-in"), 3).await;
+        let affordable = cluster.topic(&format!("{prefix}-ok"), 3).await;
+        let sums = cluster.topic(&format!("{prefix}-sums"), 3).await;
+        // Librdkafka's dotted property names cannot be spelt as environment variables: a file.
+        let mut config_file = tempfile::NamedTempFile::new().unwrap();
+        writeln!(
+            config_file,
+            "[kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"500\""
+        )
+        .unwrap();
+        Self {
+            codec,
+            input,
+            affordable,
+            sums,
+            group: unique(&format!("{prefix}-group")),
+            changelog: unique(&format!("{prefix}-changelog")),
+            partials: unique(&format!("{prefix}-partials")),
+            cluster,
+            config_file,
+        }
+    }
+
+    /// Produces the workload to the input topic, in order, keyed by product id.
+    pub async fn produce(&self, ops: &[Op]) {
+        let producer: FutureProducer = create_producer(&self.cluster.config.kafka).unwrap();
+        let keys = self
+            .codec
+            .encoder(&self.input, Part::Key, schema::LISTING_KEY);
+        let values = self
+            .codec
+            .encoder(&self.input, Part::Value, schema::LISTING);
+        let mut pending = Vec::with_capacity(ops.len());
+        for op in ops {
+            let (id, value) = match op {
+                Op::Version(l) => (l.product_id, Some(values.encode(l).await.unwrap())),
+                Op::Tombstone(id) => (*id, None),
+            };
+            let key = keys.encode(&ListingKey { product_id: id }).await.unwrap();
+            let mut record = FutureRecord::to(&self.input).key(&key);
+            if let Some(value) = &value {
+                record = record.payload(value);
+            }
+            pending.push(producer.send_result(record).map_err(|(e, _)| e).unwrap());
+        }
+        for delivery in pending {
+            delivery.await.unwrap().unwrap();
+        }
+    }
+
+    /// Starts the real `streams` binary on this pipeline, with admin port `admin_port` and
+    /// `extra` environment variables.
+    pub fn start(&self, admin_port: u16, extra: &[(&str, &str)]) -> Child {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_streams"));
+        command
+            .arg("--config")
+            .arg(self.config_file.path())
+            .env("MARKETFLOW__TOPICS__LISTINGS", &self.input)
+            .env("MARKETFLOW__TOPICS__LISTINGS_AFFORDABLE", &self.affordable)
+            .env("MARKETFLOW__TOPICS__LISTING_SUMS", &self.sums)
+            .env("MARKETFLOW__STREAMS__GROUP_ID", &self.group)
+            .env("MARKETFLOW__STREAMS__CHANGELOG_TOPIC", &self.changelog)
+            .env("MARKETFLOW__STREAMS__PARTIALS_TOPIC", &self.partials)
+            .env("MARKETFLOW__STREAMS__COMMIT_INTERVAL", "200ms")
+            .env(
+                "MARKETFLOW__STREAMS__ADMIN_ADDR",
+                format!("127.0.0.1:{admin_port}"),
+            )
+            .env("RUST_LOG", "warn,marketflow_streams=info")
+            .stdin(Stdio::null());
+        for (key, value) in extra {
+            command.env(key, value);
+        }
+        if std::env::var_os("STREAMS_TEST_QUIET").is_some() {
+            command.stderr(Stdio::null());
+        }
+        command.spawn().unwrap()
+    }
+
+    /// The last sum per key on the sums topic, decoded through the registry.
+    pub async fn last_sums(&self) -> BTreeMap<ListingSumKey, ListingSum> {
+        let records = read_all(&self.cluster, &self.sums).await;
+        let mut last = BTreeMap::new();
+        for (key, value) in records {
+            let key: ListingSumKey = self.codec.decode(&key).await.unwrap();
+            let value: ListingSum = self.codec.decode(&value).await.unwrap();
+            assert_eq!((&key.scope, &key.value), (&value.scope, &value.value));
+            last.insert(key, value);
+        }
+        last
+    }
+
+    /// Waits until the last sums equal `expected` (keys not expected must be at 0), or panics
+    /// after `within` showing the difference.
+    pub async fn await_sums(&self, expected: &BTreeMap<ListingSumKey, Figures>, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let got = figures(&self.last_sums().await);
+            if &got == expected {
+                return;
+            }
+            if Instant::now() > deadline {
+                let wrong: Vec<_> = expected
+                    .iter()
+                    .filter(|(k, v)| got.get(*k) != Some(*v))
+                    .map(|(k, v)| {
+                        format!(
+                            "{}={}: expected {v:?}, got {:?}",
+                            k.scope,
+                            k.value,
+                            got.get(k)
+                        )
+                    })
+                    .chain(
+                        got.keys()
+                            .filter(|k| !expected.contains_key(*k))
+                            .map(|k| format!("unexpected {k:?}")),
+                    )
+                    .collect();
+                panic!(
+                    "the sums did not converge within {within:?}:\n{}",
+                    wrong.join("\n")
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+}
+
+/// The figures of the sums whose count is not 0.
+pub fn figures(sums: &BTreeMap<ListingSumKey, ListingSum>) -> BTreeMap<ListingSumKey, Figures> {
+    sums.iter()
+        .filter(|(_, s)| s.count != 0 || s.sum != 0 || s.min.is_some() || s.max.is_some())
+        .map(|(k, s)| (k.clone(), (s.count, s.sum, s.min, s.max)))
+        .collect()
+}
+
+/// Every record of `topic` now, as (key, value) bytes, in partition order.
+pub async fn read_all(cluster: &Cluster, topic: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let servers = cluster.config.kafka.bootstrap_servers.clone();
+    let topic = topic.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &servers)
+            .set("group.id", unique("reader"))
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "true")
+            .create()
+            .unwrap();
+        let metadata = consumer
+            .fetch_metadata(Some(&topic), Duration::from_secs(10))
+            .unwrap();
+        let partitions = metadata.topics()[0].partitions().len();
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..partitions {
+            tpl.add_partition_offset(&topic, p as i32, Offset::Beginning)
+                .unwrap();
+        }
+        consumer.assign(&tpl).unwrap();
+        let mut ended = 0;
+        let mut records = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while ended < partitions {
+            assert!(
+                Instant::now() < deadline,
+                "reading {topic} took over a minute"
+            );
+            match consumer.poll(Duration::from_millis(200)) {
+                Some(Ok(m)) => {
+                    if let (Some(k), Some(v)) = (m.key(), m.payload()) {
+                        records.push((k.to_vec(), v.to_vec()));
+                    }
+                }
+                Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => ended += 1,
+                Some(Err(e)) => panic!("reading {topic}: {e}"),
+                None => {}
+            }
+        }
+        records
+    })
+    .await
+    .unwrap()
+}
+
+/// A free local port for an admin server.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Stops a child with SIGKILL and reaps it.
+pub fn kill(child: &mut Child) {
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+/// Stops a child with SIGTERM and waits for its graceful exit.
+pub fn terminate(child: &mut Child) -> std::process::ExitStatus {
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    child.wait().unwrap()
+}
