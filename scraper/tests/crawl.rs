@@ -1,0 +1,263 @@
+//! `scraper --once` against a real `market` and the local cluster: exactly the expected listings
+//! (compared with the market's `/__truth`, decoded through the registry), under 429/500 faults,
+//! across a `kill -9` and a restart, and captcha pages counted as blocked.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test crate: a panic is a failed test
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use marketflow_core::testkit::Cluster;
+use support::{FIRST_ID, Market, Topics};
+
+/// The summary line a `--once` run prints, as `name -> count`.
+fn summary_counts(stdout: &[u8]) -> BTreeMap<String, i64> {
+    let line = String::from_utf8_lossy(stdout);
+    let mut counts = BTreeMap::new();
+    let words: Vec<&str> = line
+        .split([' ', ',', ':', ';'])
+        .filter(|w| !w.is_empty())
+        .collect();
+    for pair in words.windows(2) {
+        if let Ok(n) = pair[0].parse::<i64>() {
+            counts.insert(pair[1].to_owned(), n);
+        }
+    }
+    counts
+}
+
+fn truth_count(truth: &BTreeMap<i64, (String, Option<serde_json::Value>)>, status: &str) -> i64 {
+    i64::try_from(truth.values().filter(|(s, _)| s == status).count()).unwrap()
+}
+
+#[tokio::test]
+#[ignore = "needs the local cluster: scripts/cluster.sh up"]
+async fn a_once_crawl_of_2000_ids_yields_exactly_the_expected_listings() {
+    let cluster = Cluster::require().await;
+    let market = Market::start(&["--products", "2500", "--captcha-rate", "0.02"]).await;
+    let topics = Topics::new(&cluster).await;
+    let (from, to) = (FIRST_ID, FIRST_ID + 1999);
+    let mut command = support::scraper(&market, &topics, &[]);
+    command.args([
+        "--once",
+        "--from",
+        &from.to_string(),
+        "--to",
+        &to.to_string(),
+    ]);
+    let out = support::output(command).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let truth = market.truth(from, to).await;
+    let records = support::read_listings(&cluster.config, &topics.listings).await;
+    support::assert_exactly_the_truth(&records, &truth);
+    assert!(records.len() > 1800, "only {} listings", records.len());
+
+    let counts = summary_counts(&out.stdout);
+    assert_eq!(
+        counts["listings"],
+        truth_count(&truth, "listing"),
+        "{counts:?}"
+    );
+    assert_eq!(
+        counts["blocked"],
+        truth_count(&truth, "blocked"),
+        "{counts:?}"
+    );
+    assert_eq!(
+        counts["deleted"],
+        truth_count(&truth, "deleted"),
+        "{counts:?}"
+    );
+    assert_eq!(
+        counts["malformed"],
+        truth_count(&truth, "sku_mismatch"),
+        "{counts:?}"
+    );
+    assert_eq!(counts["failed"], 0, "{counts:?}");
+
+    let events = support::read_events(&cluster.config, &topics.events).await;
+    let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(kinds, ["started", "finished"]);
+    let finished = &events[1];
+    assert_eq!(finished.listings, Some(counts["listings"]));
+    assert_eq!(finished.blocked, Some(counts["blocked"]));
+    assert_eq!(finished.checkpoint_id, Some(to + 1));
+    assert_eq!((finished.from_id, finished.to_id), (Some(from), Some(to)));
+    let crawl = &events[0].crawl_id;
+    assert!(records.iter().all(|r| r.crawl.as_ref() == Some(crawl)));
+}
+
+#[tokio::test]
+#[ignore = "needs the local cluster: scripts/cluster.sh up"]
+async fn with_20_percent_429_and_500_faults_every_expected_listing_arrives() {
+    let cluster = Cluster::require().await;
+    let market = Market::start(&[
+        "--products",
+        "1000",
+        "--rate-429",
+        "0.1",
+        "--rate-500",
+        "0.1",
+        "--rate-reset",
+        "0.02",
+    ])
+    .await;
+    let topics = Topics::new(&cluster).await;
+    let (from, to) = (FIRST_ID, FIRST_ID + 799);
+    let mut command = support::scraper(&market, &topics, &[]);
+    command.args([
+        "--once",
+        "--from",
+        &from.to_string(),
+        "--to",
+        &to.to_string(),
+    ]);
+    let out = support::output(command).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(summary_counts(&out.stdout)["failed"], 0);
+
+    let truth = market.truth(from, to).await;
+    let records = support::read_listings(&cluster.config, &topics.listings).await;
+    support::assert_exactly_the_truth(&records, &truth);
+}
+
+#[tokio::test]
+#[ignore = "needs the local cluster: scripts/cluster.sh up"]
+async fn a_crawl_killed_with_sigkill_and_restarted_ends_with_every_listing_exactly_once() {
+    let cluster = Cluster::require().await;
+    // A little latency so that the kill lands mid-crawl.
+    let market = Market::start(&[
+        "--products",
+        "2500",
+        "--latency",
+        "2ms",
+        "--captcha-rate",
+        "0.02",
+    ])
+    .await;
+    let topics = Topics::new(&cluster).await;
+    let (from, to) = (FIRST_ID, FIRST_ID + 1999);
+    let args = [
+        "--once".to_owned(),
+        "--from".to_owned(),
+        from.to_string(),
+        "--to".to_owned(),
+        to.to_string(),
+    ];
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    // Kill once a random number of listings (100..1600) is on the topic.
+    let kill_after = 100 + usize::try_from(nanos % 1500).unwrap();
+    eprintln!("killing the first run after {kill_after} listings");
+
+    let mut first = support::scraper(&market, &topics, &[]);
+    first.args(&args);
+    let mut child = support::spawn(first);
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the first run ended ({status}) before the kill point");
+        }
+        let n = support::read_listings(&cluster.config, &topics.listings)
+            .await
+            .len();
+        if n >= kill_after {
+            break;
+        }
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let after_kill = support::read_listings(&cluster.config, &topics.listings)
+        .await
+        .len();
+    eprintln!("{after_kill} listings on the topic after the kill");
+
+    let mut second = support::scraper(&market, &topics, &[]);
+    second.args(&args);
+    let out = support::output(second).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("(resumed)"),
+        "the restart did not resume: {stdout}"
+    );
+
+    let truth = market.truth(from, to).await;
+    let records = support::read_listings(&cluster.config, &topics.listings).await;
+    support::assert_exactly_the_truth(&records, &truth);
+    let crawls: std::collections::BTreeSet<_> = records.iter().map(|r| r.crawl.clone()).collect();
+    assert_eq!(
+        crawls.len(),
+        1,
+        "the restart must go on with the same crawl id: {crawls:?}"
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs the local cluster: scripts/cluster.sh up"]
+async fn captcha_pages_are_counted_as_blocked_and_produce_nothing() {
+    let cluster = Cluster::require().await;
+    let market = Market::start(&["--products", "400", "--captcha-rate", "0.3"]).await;
+    let topics = Topics::new(&cluster).await;
+    let (from, to) = (FIRST_ID, FIRST_ID + 399);
+    let mut command = support::scraper(&market, &topics, &[]);
+    command.args([
+        "--once",
+        "--from",
+        &from.to_string(),
+        "--to",
+        &to.to_string(),
+    ]);
+    let out = support::output(command).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let truth = market.truth(from, to).await;
+    let blocked: Vec<i64> = truth
+        .iter()
+        .filter(|(_, (s, _))| s == "blocked")
+        .map(|(id, _)| *id)
+        .collect();
+    assert!(
+        blocked.len() > 60,
+        "the market blocked only {} ids",
+        blocked.len()
+    );
+    assert_eq!(
+        summary_counts(&out.stdout)["blocked"],
+        i64::try_from(blocked.len()).unwrap()
+    );
+    let records = support::read_listings(&cluster.config, &topics.listings).await;
+    assert!(
+        records
+            .iter()
+            .all(|r| !blocked.contains(&r.listing.product_id))
+    );
+    support::assert_exactly_the_truth(&records, &truth);
+    let events = support::read_events(&cluster.config, &topics.events).await;
+    let finished = events.iter().find(|e| e.kind == "finished").unwrap();
+    assert_eq!(
+        finished.blocked,
+        Some(i64::try_from(blocked.len()).unwrap())
+    );
+}
