@@ -1,27 +1,170 @@
-//! The `sink` program: writes Avro records from Kafka into MySQL, like Kafka Connect's JDBC sink.
+//! The `sink` program: writes Avro records from Kafka into MySQL, like Kafka Connect's JDBC sink
+//! (insert, upsert or update; primary keys from the record's coordinates, key or value; tables
+//! created and evolved from the schemas; tombstones delete; poison records to a dead-letter
+//! topic), committing a record's offset only once the transaction holding its row has committed.
 
 pub mod batch;
+pub mod consume;
+pub mod control;
 pub mod db;
+pub mod dlq;
+pub mod envelope;
 pub mod settings;
 pub mod sql;
+pub mod stats;
 pub mod table;
 pub mod typemap;
+pub mod writer;
 
-use marketflow_core::Config;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use marketflow_core::codec::{Codec, CodecError};
+use marketflow_core::kafka::{self, ClientError};
+use marketflow_core::{Config, admin};
+use tokio::sync::{Mutex, mpsc};
 use tokio_util::sync::CancellationToken;
+
+use crate::consume::{ConsumeError, Consumption, Pipeline};
+use crate::db::{Database, DbError};
+use crate::settings::{Settings, SettingsError, Tolerance};
+use crate::stats::Board;
+use crate::writer::Writer;
+
+/// How often the consumer lag is read.
+const LAG_INTERVAL: Duration = Duration::from_secs(2);
 
 /// What stopped the program.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The program is a placeholder so far.
-    #[error("sink is not built yet (issue #4)")]
-    NotBuilt,
+    /// The `[sink]` section is invalid.
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
+    /// A Kafka client could not be built or the brokers did not answer.
+    #[error(transparent)]
+    Kafka(#[from] ClientError),
+    /// The registry client could not be built.
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+    /// The database refused us for good (e.g. a bad URL or credentials).
+    #[error(transparent)]
+    Database(#[from] DbError),
+    /// The admin server could not start.
+    #[error(transparent)]
+    Admin(#[from] admin::AdminError),
+    /// The consumer loop stopped on an error.
+    #[error(transparent)]
+    Consume(#[from] ConsumeError),
 }
 
-/// Runs the program until it is done or `shutdown` is cancelled.
+/// A sink ready to run: clients built, group subscribed.
+#[derive(Debug)]
+pub struct Sink {
+    consumption: Consumption,
+    commands: mpsc::Sender<Command>,
+    board: Board,
+    shutdown: CancellationToken,
+}
+
+pub use control::Command;
+
+impl Sink {
+    /// Checks the settings, reaches the brokers (and the database, if it answers), builds the
+    /// clients and subscribes; records flow once [`Sink::run`] is called. `shutdown` also ends
+    /// the retries of a write in progress.
+    ///
+    /// # Errors
+    /// [`Error`] naming what is misconfigured or unreachable.
+    pub async fn new(config: &Config, shutdown: CancellationToken) -> Result<Self, Error> {
+        let settings = Arc::new(Settings::parse(config)?);
+        kafka::check_reachable(&config.kafka).await?;
+        let dead_letters = if settings.tolerance == Tolerance::All {
+            kafka::ensure_topics(&config.kafka, &[(&settings.dead_letter_topic, 3)]).await?;
+            Some(dlq::DeadLetters::new(
+                &config.kafka,
+                &settings.dead_letter_topic,
+            )?)
+        } else {
+            None
+        };
+        let codec = Arc::new(Codec::new(&config.registry)?);
+        let mut database = Database::new(&config.sink.database_url, settings.write_timeout)?;
+        match database.connection().await {
+            Ok(_) => tracing::info!(database = database.describe(), "Database reachable."),
+            Err(e @ DbError::Fatal(_)) => return Err(e.into()),
+            Err(error) => {
+                tracing::warn!(%error, database = database.describe(), "Database not reachable yet; writes will retry.");
+            }
+        }
+        let board = Board::new(&settings.group_id);
+        let pipeline = Arc::new(Mutex::new(Pipeline::new(
+            settings.clone(),
+            Writer::new(settings.clone(), database),
+            dead_letters,
+            board.clone(),
+            shutdown.clone(),
+        )));
+        let consumer = kafka::consumer_config(&config.kafka, &settings.group_id)?
+            .create_with_context(consume::context(pipeline, board.clone()))
+            .map_err(ClientError::from)?;
+        stats::watch_lag(
+            &config.kafka,
+            &settings.group_id,
+            settings.topics.clone(),
+            board.clone(),
+            LAG_INTERVAL,
+            shutdown.clone(),
+        )?;
+        let (commands, receiver) = mpsc::channel(4);
+        let consumption = Consumption::new(settings.clone(), codec, consumer, receiver)
+            .map_err(ClientError::from)?;
+        tracing::info!(topics = ?settings.topics, group = settings.group_id, "Sink subscribed.");
+        Ok(Self {
+            consumption,
+            commands,
+            board,
+            shutdown,
+        })
+    }
+
+    /// The control routes (`/status`, `/pause`, `/resume`, `/replay`) for the admin server.
+    pub fn router(&self) -> axum::Router {
+        control::router(self.commands.clone(), self.board.clone())
+    }
+
+    /// Consumes and writes until the shutdown token is cancelled (then writes and commits what
+    /// is buffered) or an error stops it.
+    ///
+    /// # Errors
+    /// [`Error::Consume`]; nothing past the last written record is committed.
+    pub async fn run(self) -> Result<(), Error> {
+        let result = self.consumption.run(self.shutdown.clone()).await;
+        if let Err(error) = &result {
+            tracing::error!(%error, "Sink stopped.");
+        }
+        Ok(result?)
+    }
+}
+
+/// Runs the program: the sink, and the admin server (metrics, health, control) on
+/// `sink.admin_addr`, until `shutdown` is cancelled or an error stops it.
 ///
 /// # Errors
-/// [`Error::NotBuilt`], until issue #4 lands.
-pub async fn run(_config: Config, _shutdown: CancellationToken) -> Result<(), Error> {
-    Err(Error::NotBuilt)
+/// [`Error`] naming what failed.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Error> {
+    let metrics = admin::install_metrics()?;
+    let sink = Sink::new(&config, shutdown.clone()).await?;
+    let admin_shutdown = shutdown.child_token();
+    let addr: SocketAddr = admin::serve(
+        config.sink.admin_addr,
+        metrics,
+        sink.router(),
+        admin_shutdown.clone(),
+    )
+    .await?;
+    tracing::info!(%addr, "Control: POST /pause, /resume, /replay; GET /status.");
+    let result = sink.run().await;
+    admin_shutdown.cancel();
+    result
 }

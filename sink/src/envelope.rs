@@ -1,0 +1,161 @@
+//! The envelope: one consumed record with its coordinates, its raw bytes (for the dead-letter
+//! topic) and what decoding made of it — a record, a tombstone, or poison that can never be
+//! written.
+
+use std::sync::Arc;
+
+use apache_avro::types::Value;
+use marketflow_core::codec::{Codec, CodecError};
+use rdkafka::message::{BorrowedMessage, Message};
+use schema_registry_converter::avro_common::AvroSchema;
+use tokio_util::sync::CancellationToken;
+
+use crate::settings::{PkMode, Settings};
+
+/// A decoded key or value with the schema it was written with.
+#[derive(Debug, Clone)]
+pub struct Decoded {
+    /// The registry's schema.
+    pub schema: Arc<AvroSchema>,
+    /// The Avro value.
+    pub value: Value,
+}
+
+/// A record that can never be written, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Poison {
+    /// A short, stable class name (`unknown_schema_id`, `row_refused`, ...).
+    pub class: &'static str,
+    /// What is wrong, for people.
+    pub message: String,
+}
+
+/// What decoding made of a record.
+#[derive(Debug, Clone)]
+pub enum Content {
+    /// A key (when the primary key needs it) and a value.
+    Record {
+        /// The decoded key, when `pk_mode = "record_key"`.
+        key: Option<Decoded>,
+        /// The decoded value.
+        value: Decoded,
+    },
+    /// A record whose value is null (size -1).
+    Tombstone {
+        /// The decoded key, when `pk_mode = "record_key"`.
+        key: Option<Decoded>,
+    },
+    /// Undecodable: set aside as a dead letter or stopped at.
+    Poison(Poison),
+}
+
+/// One consumed record.
+#[derive(Debug, Clone)]
+pub struct Envelope {
+    /// Its topic.
+    pub topic: Arc<str>,
+    /// Its partition.
+    pub partition: i32,
+    /// Its offset.
+    pub offset: i64,
+    /// The key as it arrived.
+    pub key_bytes: Option<Vec<u8>>,
+    /// The value as it arrived.
+    pub value_bytes: Option<Vec<u8>>,
+    /// What decoding made of it.
+    pub content: Content,
+}
+
+impl Envelope {
+    /// `topic/partition/offset`, as messages name a record.
+    pub fn coordinates(&self) -> String {
+        format!("{}/{}/{}", self.topic, self.partition, self.offset)
+    }
+}
+
+/// Decodes a consumed message. A registry that does not answer is waited for (with backoff,
+/// until `shutdown`); everything else that fails is [`Content::Poison`].
+///
+/// # Errors
+/// [`CodecError`] only when shutdown came while the registry was unreachable.
+pub async fn open(
+    codec: &Codec,
+    settings: &Settings,
+    message: &BorrowedMessage<'_>,
+    shutdown: &CancellationToken,
+) -> Result<Envelope, CodecError> {
+    let key_bytes = message.key().map(<[u8]>::to_vec);
+    let value_bytes = message.payload().map(<[u8]>::to_vec);
+    let key = if settings.pk_mode == PkMode::RecordKey {
+        match &key_bytes {
+            None => Err(Poison {
+                class: "missing_key",
+                message: "the record has no key, and sink.pk_mode = \"record_key\" needs one"
+                    .into(),
+            }),
+            Some(bytes) => decode(codec, settings, bytes, shutdown)
+                .await?
+                .map(Some)
+                .map_err(|p| Poison {
+                    message: format!("key: {}", p.message),
+                    ..p
+                }),
+        }
+    } else {
+        Ok(None)
+    };
+    let content = match (key, &value_bytes) {
+        (Err(poison), _) => Content::Poison(poison),
+        (Ok(key), None) => Content::Tombstone { key },
+        (Ok(key), Some(bytes)) => match decode(codec, settings, bytes, shutdown).await? {
+            Ok(value) => Content::Record { key, value },
+            Err(poison) => Content::Poison(poison),
+        },
+    };
+    Ok(Envelope {
+        topic: Arc::from(message.topic()),
+        partition: message.partition(),
+        offset: message.offset(),
+        key_bytes,
+        value_bytes,
+        content,
+    })
+}
+
+async fn decode(
+    codec: &Codec,
+    settings: &Settings,
+    bytes: &[u8],
+    shutdown: &CancellationToken,
+) -> Result<Result<Decoded, Poison>, CodecError> {
+    let mut delays = backon::BackoffBuilder::build(
+        settings
+            .backoff()
+            .without_max_times()
+            .with_max_delay(settings.retry_backoff_max),
+    );
+    loop {
+        let attempt = async {
+            let (id, value) = codec.decode_value(bytes).await?;
+            let schema = codec.schema(id).await?;
+            Ok::<_, CodecError>(Decoded { schema, value })
+        };
+        match attempt.await {
+            Ok(decoded) => return Ok(Ok(decoded)),
+            Err(e) if e.is_retryable() => {
+                let delay = delays.next().unwrap_or(settings.retry_backoff_max);
+                tracing::warn!(error = %e, ?delay, "Schema registry unavailable; waiting.");
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    () = shutdown.cancelled() => return Err(e),
+                }
+            }
+            Err(e) => {
+                return Ok(Err(Poison {
+                    class: e.class(),
+                    message: e.to_string(),
+                }));
+            }
+        }
+    }
+}

@@ -1,0 +1,362 @@
+//! The writer: a batch of envelopes planned into rows of their tables and written in one
+//! transaction as multi-row statements; records that can never be written are set aside as dead
+//! letters (or, with `errors_tolerance = "none"`, the batch stops before the first of them).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use sqlx::mysql::MySqlConnection;
+use sqlx::{Connection, Executor, MySql, QueryBuilder};
+
+use crate::db::{Database, DbError, classify};
+use crate::envelope::{Content, Envelope, Poison};
+use crate::settings::{InsertMode, PkMode, Settings, Tolerance};
+use crate::sql::{self, OnDuplicate};
+use crate::table::{Plan, RecordRef, TableError, Tables};
+use crate::typemap::SqlValue;
+
+/// Bytes of bound values above which a multi-row statement is cut (well under MySQL's default
+/// `max_allowed_packet` of 16 MiB).
+const MAX_STATEMENT_BYTES: usize = 4 << 20;
+
+/// Why a batch was not written.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum WriteError {
+    /// The database is unavailable; the same batch may be written later.
+    #[error(transparent)]
+    Transient(DbError),
+    /// Retrying will not help and no record is to blame.
+    #[error("{0}")]
+    Fatal(String),
+}
+
+impl From<DbError> for WriteError {
+    fn from(e: DbError) -> Self {
+        match e {
+            DbError::Transient(_) => Self::Transient(e),
+            other => Self::Fatal(other.to_string()),
+        }
+    }
+}
+
+/// A record set aside, with why.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    /// Index of the envelope in the batch.
+    pub index: usize,
+    /// Why it cannot be written.
+    pub poison: Poison,
+}
+
+/// What writing a batch did.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// Rows written (inserted, upserted or updated) per table.
+    pub rows: BTreeMap<String, u64>,
+    /// Rows deleted per table.
+    pub deleted: BTreeMap<String, u64>,
+    /// Records set aside, in batch order.
+    pub dead: Vec<DeadLetter>,
+    /// How many envelopes from the start of the batch are done (written, skipped or dead); the
+    /// rest (only with `errors_tolerance = "none"`) were not written.
+    pub done: usize,
+    /// With `errors_tolerance = "none"`: the record the batch stopped at.
+    pub stopped_at: Option<DeadLetter>,
+}
+
+/// One envelope's part in the transaction.
+#[derive(Debug)]
+enum Op {
+    Write(Arc<Plan>, Vec<SqlValue>),
+    Delete(Arc<Plan>, Vec<SqlValue>),
+    Skip,
+    Dead(Poison),
+}
+
+/// Writes batches to the database.
+#[derive(Debug)]
+pub struct Writer {
+    settings: Arc<Settings>,
+    db: Database,
+    tables: Tables,
+}
+
+impl Writer {
+    /// A writer to `db`.
+    pub fn new(settings: Arc<Settings>, db: Database) -> Self {
+        Self {
+            tables: Tables::new(settings.clone()),
+            settings,
+            db,
+        }
+    }
+
+    /// The database, e.g. for a start-up ping.
+    pub fn database(&mut self) -> &mut Database {
+        &mut self.db
+    }
+
+    /// Writes `batch` in one transaction. Retrying the same batch after an error is safe.
+    ///
+    /// # Errors
+    /// [`WriteError::Transient`] when the database is unavailable (nothing was committed),
+    /// [`WriteError::Fatal`] when retrying cannot help.
+    pub async fn write(&mut self, batch: &[Envelope]) -> Result<Outcome, WriteError> {
+        let mut ops = Vec::with_capacity(batch.len());
+        for envelope in batch {
+            let op = self.op(envelope).await?;
+            let dead = matches!(op, Op::Dead(_));
+            ops.push(op);
+            if dead && self.settings.tolerance == Tolerance::None {
+                break;
+            }
+        }
+        let result = self.write_all(&ops).await;
+        match result {
+            Ok(()) => Ok(outcome(ops, self.settings.tolerance)),
+            Err(DbError::Data { .. }) => {
+                // Some row is refused: find which, one statement per row, each in a savepoint.
+                self.write_one_by_one(&mut ops).await?;
+                Ok(outcome(ops, self.settings.tolerance))
+            }
+            Err(e) => {
+                self.tables.forget();
+                Err(e.into())
+            }
+        }
+    }
+
+    async fn op(&mut self, envelope: &Envelope) -> Result<Op, WriteError> {
+        let (key, value) = match &envelope.content {
+            Content::Poison(poison) => return Ok(Op::Dead(poison.clone())),
+            Content::Tombstone { .. } if !self.settings.delete_enabled => {
+                return Ok(Op::Dead(Poison {
+                    class: "tombstone_not_enabled",
+                    message: "a tombstone (null value) arrived and sink.delete_enabled is off"
+                        .into(),
+                }));
+            }
+            Content::Tombstone { key } => (key.as_ref(), None),
+            Content::Record { key, value } => (key.as_ref(), Some(value)),
+        };
+        let planned = self
+            .tables
+            .plan(
+                &mut self.db,
+                &envelope.topic,
+                key.map(|k| (k.schema.id, &k.schema.parsed)),
+                value.map(|v| (v.schema.id, &v.schema.parsed)),
+            )
+            .await;
+        let plan = match planned {
+            Ok(Some(plan)) => plan,
+            Ok(None) => return Ok(Op::Skip),
+            Err(TableError::Database(e)) => return Err(e.into()),
+            Err(e) => {
+                return Ok(Op::Dead(Poison {
+                    class: e.class(),
+                    message: e.to_string(),
+                }));
+            }
+        };
+        let record = RecordRef {
+            topic: &envelope.topic,
+            partition: envelope.partition,
+            offset: envelope.offset,
+            key: key.map(|k| &k.value),
+            value: value.map(|v| &v.value),
+        };
+        let row = if value.is_some() {
+            plan.row(&record).map(|row| Op::Write(plan.clone(), row))
+        } else {
+            plan.key_row(&record)
+                .map(|key| Op::Delete(plan.clone(), key))
+        };
+        Ok(row.unwrap_or_else(|e| {
+            Op::Dead(Poison {
+                class: "value_unbindable",
+                message: e.to_string(),
+            })
+        }))
+    }
+
+    fn on_duplicate(&self) -> OnDuplicate {
+        match (self.settings.insert_mode, self.settings.pk_mode) {
+            (InsertMode::Upsert, _) => OnDuplicate::Update,
+            // The same record again (a re-delivery after a crash): keep the row.
+            (_, PkMode::Kafka) => OnDuplicate::Keep,
+            _ => OnDuplicate::Fail,
+        }
+    }
+
+    /// Every op in one transaction, consecutive writes (or deletes) of one plan as one statement.
+    async fn write_all(&mut self, ops: &[Op]) -> Result<(), DbError> {
+        let on_duplicate = self.on_duplicate();
+        let update = self.settings.insert_mode == InsertMode::Update;
+        self.db
+            .with_timeout(async |c: &mut MySqlConnection| {
+                let mut tx = c.begin().await.map_err(|e| classify(&e))?;
+                let mut start = 0;
+                while start < ops.len() {
+                    let end = run_end(ops, start);
+                    for mut statement in statements(&ops[start..end], on_duplicate, update) {
+                        tx.execute(statement.build())
+                            .await
+                            .map_err(|e| classify(&e))?;
+                    }
+                    start = end;
+                }
+                tx.commit().await.map_err(|e| classify(&e))
+            })
+            .await
+    }
+
+    /// Every op in one transaction, one statement each in its own savepoint; refused rows become
+    /// dead letters (with tolerance none: the first one ends the batch there, and nothing after
+    /// it is written).
+    async fn write_one_by_one(&mut self, ops: &mut [Op]) -> Result<(), WriteError> {
+        let on_duplicate = self.on_duplicate();
+        let update = self.settings.insert_mode == InsertMode::Update;
+        let tolerate = self.settings.tolerance == Tolerance::All;
+        let refused: Vec<(usize, DbError)> = self
+            .db
+            .with_timeout(async |c: &mut MySqlConnection| {
+                let mut refused = Vec::new();
+                let mut tx = c.begin().await.map_err(|e| classify(&e))?;
+                for (i, op) in ops.iter().enumerate() {
+                    let mut savepoint = tx.begin().await.map_err(|e| classify(&e))?;
+                    let mut result = Ok(());
+                    for mut statement in statements(std::slice::from_ref(op), on_duplicate, update)
+                    {
+                        if let Err(e) = savepoint.execute(statement.build()).await {
+                            result = Err(classify(&e));
+                            break;
+                        }
+                    }
+                    match result {
+                        Ok(()) => savepoint.commit().await.map_err(|e| classify(&e))?,
+                        Err(e @ DbError::Data { .. }) => {
+                            savepoint.rollback().await.map_err(|e| classify(&e))?;
+                            refused.push((i, e));
+                            if !tolerate {
+                                break;
+                            }
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+                tx.commit().await.map_err(|e| classify(&e))?;
+                Ok(refused)
+            })
+            .await
+            .map_err(|e| {
+                self.tables.forget();
+                WriteError::from(e)
+            })?;
+        for (i, e) in refused {
+            ops[i] = Op::Dead(Poison {
+                class: e.class(),
+                message: e.to_string(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The end of the run of ops starting at `start` that go into the same statements: writes (or
+/// deletes) of one plan. Skips and dead letters are runs of their own.
+fn run_end(ops: &[Op], start: usize) -> usize {
+    let same = |a: &Op, b: &Op| match (a, b) {
+        (Op::Write(p, _), Op::Write(q, _)) | (Op::Delete(p, _), Op::Delete(q, _)) => {
+            Arc::ptr_eq(p, q)
+        }
+        _ => false,
+    };
+    let mut end = start + 1;
+    while end < ops.len() && same(&ops[start], &ops[end]) {
+        end += 1;
+    }
+    end
+}
+
+/// The statements of one run.
+fn statements(run: &[Op], on_duplicate: OnDuplicate, update: bool) -> Vec<QueryBuilder<MySql>> {
+    let Some(first) = run.first() else {
+        return Vec::new();
+    };
+    let (plan, deleting) = match first {
+        Op::Write(plan, _) => (plan, false),
+        Op::Delete(plan, _) => (plan, true),
+        Op::Skip | Op::Dead(_) => return Vec::new(),
+    };
+    let values: Vec<&[SqlValue]> = run
+        .iter()
+        .filter_map(|op| match op {
+            Op::Write(_, v) | Op::Delete(_, v) => Some(v.as_slice()),
+            Op::Skip | Op::Dead(_) => None,
+        })
+        .collect();
+    if update && !deleting {
+        return values
+            .iter()
+            .filter_map(|row| sql::update(&plan.table, &plan.columns, &plan.key, row))
+            .collect();
+    }
+    let width = if deleting {
+        plan.key.len()
+    } else {
+        plan.columns.len()
+    };
+    let per_statement = sql::rows_per_statement(width);
+    let mut chunks: Vec<&[&[SqlValue]]> = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, row) in values.iter().enumerate() {
+        let size: usize = row.iter().map(value_size).sum();
+        if i > start && (i - start >= per_statement || bytes + size > MAX_STATEMENT_BYTES) {
+            chunks.push(&values[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes += size;
+    }
+    chunks.push(&values[start..]);
+    chunks
+        .into_iter()
+        .map(|rows| {
+            if deleting {
+                sql::delete(&plan.table, &plan.key, rows)
+            } else {
+                sql::insert(&plan.table, &plan.columns, &plan.key, on_duplicate, rows)
+            }
+        })
+        .collect()
+}
+
+fn value_size(value: &SqlValue) -> usize {
+    match value {
+        SqlValue::Text(s) => s.len(),
+        SqlValue::Bytes(b) => b.len(),
+        _ => 8,
+    }
+}
+
+/// What the ops did. With tolerance none the first dead letter ends the batch: it and every op
+/// after it count as not done.
+fn outcome(mut ops: Vec<Op>, tolerance: Tolerance) -> Outcome {
+    let mut outcome = Outcome::default();
+    if tolerance == Tolerance::None
+        && let Some(index) = ops.iter().position(|op| matches!(op, Op::Dead(_)))
+        && let Some(Op::Dead(poison)) = ops.drain(index..).next()
+    {
+        outcome.stopped_at = Some(DeadLetter { index, poison });
+    }
+    outcome.done = ops.len();
+    for (index, op) in ops.into_iter().enumerate() {
+        match op {
+            Op::Write(plan, _) => *outcome.rows.entry(plan.table.clone()).or_default() += 1,
+            Op::Delete(plan, _) => *outcome.deleted.entry(plan.table.clone()).or_default() += 1,
+            Op::Skip => {}
+            Op::Dead(poison) => outcome.dead.push(DeadLetter { index, poison }),
+        }
+    }
+    outcome
+}

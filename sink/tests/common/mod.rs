@@ -1,0 +1,333 @@
+//! Helpers of the sink's cluster-backed tests: a database and topics of their own, listings
+//! produced through the registry codec, a sink run in-process (or as the real binary), and
+//! waiting for the table to reach a state.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)] // test helpers, not all used by every test
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures::future::join_all;
+use marketflow_core::Config;
+use marketflow_core::codec::Codec;
+use marketflow_core::kafka::create_producer;
+use marketflow_core::record::{Listing, ListingKey, arbitrary};
+use marketflow_core::schema::{self, Part, SchemaFile};
+use marketflow_core::testkit::{Cluster, NEEDS_CLUSTER, unique};
+use marketflow_sink::Sink;
+use proptest::strategy::{Strategy, ValueTree};
+use proptest::test_runner::TestRunner;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Serialize;
+use sqlx::mysql::MySqlPoolOptions;
+use sqlx::{MySqlPool, Row};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// The local cluster plus a database of this test's own.
+pub struct Env {
+    pub cluster: Cluster,
+    pub database: String,
+    pub url: String,
+    pub pool: MySqlPool,
+    pub codec: Codec,
+    pub producer: FutureProducer,
+}
+
+impl Env {
+    /// Requires the cluster and MariaDB, and creates `sink_test_<unique>`.
+    pub async fn new(prefix: &str) -> Self {
+        let cluster = Cluster::require().await;
+        let server = cluster.config.sink.database_url.expose_secret().to_owned();
+        let base = server
+            .rsplit_once('/')
+            .map_or(server.as_str(), |(b, _)| b)
+            .to_owned();
+        let admin = MySqlPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect(&server)
+            .await
+            .unwrap_or_else(|e| {
+                panic!("MariaDB is not reachable at {base} ({e}): {NEEDS_CLUSTER}")
+            });
+        let database = unique(&format!("sink_test_{prefix}")).replace('-', "_");
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "CREATE DATABASE `{database}` CHARACTER SET utf8mb4"
+        )))
+        .execute(&admin)
+        .await
+        .unwrap();
+        admin.close().await;
+        let url = format!("{base}/{database}");
+        let pool = MySqlPoolOptions::new()
+            .max_connections(2)
+            .connect(&url)
+            .await
+            .unwrap();
+        let codec = Codec::new(&cluster.config.registry).unwrap();
+        let producer = create_producer(&cluster.config.kafka).unwrap();
+        Self {
+            cluster,
+            database,
+            url,
+            pool,
+            codec,
+            producer,
+        }
+    }
+
+    /// A configuration that sinks `topics` into this database, with a group of its own.
+    pub fn config(&self, topics: &[&str]) -> Config {
+        let mut config = self.cluster.config.clone();
+        config.sink.topics = topics.iter().map(|t| (*t).to_owned()).collect();
+        config.sink.group_id = unique("sink-test-group");
+        config.sink.database_url = SecretString::from(self.url.clone());
+        config.sink.batch_max_age = Duration::from_millis(100);
+        config.sink.admin_addr = SocketAddr::from(([127, 0, 0, 1], 0));
+        config.sink.dead_letter_topic = unique("sink-test-dlq");
+        config.sink.retry_backoff = Duration::from_millis(100);
+        config.sink.retry_backoff_max = Duration::from_secs(2);
+        config
+    }
+
+    /// Produces `listings` to `topic` (key `ListingKey`, value `Listing`).
+    pub async fn produce_listings(&self, topic: &str, listings: &[Listing]) {
+        let keys: Vec<ListingKey> = listings.iter().map(Listing::key).collect();
+        self.produce(topic, schema::LISTING_KEY, schema::LISTING, &keys, listings)
+            .await;
+    }
+
+    /// Produces records of the given schemas, in order per key.
+    pub async fn produce<K: Serialize, V: Serialize>(
+        &self,
+        topic: &str,
+        key_schema: SchemaFile,
+        value_schema: SchemaFile,
+        keys: &[K],
+        values: &[V],
+    ) {
+        let key_encoder = self.codec.encoder(topic, Part::Key, key_schema);
+        let value_encoder = self.codec.encoder(topic, Part::Value, value_schema);
+        let mut encoded = Vec::with_capacity(values.len());
+        for (key, value) in keys.iter().zip(values) {
+            let key = key_encoder.encode(key).await.unwrap();
+            let value = value_encoder.encode(value).await.unwrap();
+            encoded.push((key, Some(value)));
+        }
+        self.produce_raw(topic, &encoded).await;
+    }
+
+    /// Produces raw `(key, value)` pairs; `None` values are tombstones.
+    pub async fn produce_raw(&self, topic: &str, records: &[(Vec<u8>, Option<Vec<u8>>)]) {
+        for chunk in records.chunks(2000) {
+            let sends = chunk.iter().map(|(key, value)| {
+                let mut record = FutureRecord::<[u8], [u8]>::to(topic).key(key.as_slice());
+                if let Some(value) = value {
+                    record = record.payload(value.as_slice());
+                }
+                self.producer.send(record, Duration::from_secs(60))
+            });
+            for result in join_all(sends).await {
+                result.map_err(|(e, _)| e).unwrap();
+            }
+        }
+    }
+
+    /// Produces one raw record to a given partition.
+    pub async fn produce_to(&self, topic: &str, partition: i32, key: &[u8], value: Option<&[u8]>) {
+        let mut record = FutureRecord::<[u8], [u8]>::to(topic)
+            .key(key)
+            .partition(partition);
+        if let Some(value) = value {
+            record = record.payload(value);
+        }
+        self.producer
+            .send(record, Duration::from_secs(60))
+            .await
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+
+    /// Rows in `table` (0 when it does not exist yet).
+    pub async fn count(&self, table: &str) -> i64 {
+        sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT COUNT(*) FROM `{table}`"
+        )))
+        .fetch_one(&self.pool)
+        .await
+        .unwrap_or(0)
+    }
+
+    /// Waits (up to `limit`) until `check` holds, panicking with `what` otherwise.
+    pub async fn wait_for<F, Fut>(&self, what: &str, limit: Duration, mut check: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = bool>,
+    {
+        let deadline = tokio::time::Instant::now() + limit;
+        while !check().await {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "gave up waiting after {limit:?} for: {what}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Waits until `table` holds `rows` rows.
+    pub async fn wait_for_rows(&self, table: &str, rows: i64, limit: Duration) {
+        let mut last = -1;
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let now = self.count(table).await;
+            if now == rows {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "table {table} has {now} rows, expected {rows}, after {limit:?} (was {last})"
+            );
+            last = now;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Every listing row, by product id.
+    pub async fn listing_rows(&self, table: &str) -> BTreeMap<i64, Listing> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT * FROM `{table}`")))
+            .fetch_all(&self.pool)
+            .await
+            .unwrap();
+        let millis = |t: Option<sqlx::types::chrono::NaiveDateTime>| {
+            t.map(|t| t.and_utc().timestamp_millis())
+        };
+        rows.iter()
+            .map(|row| {
+                let urls: String = row.get("image_urls");
+                let listing = Listing {
+                    product_id: row.get("product_id"),
+                    title: row.get("title"),
+                    price: row.get("price"),
+                    condition: row.get("condition"),
+                    sale_status: row.get("sale_status"),
+                    category_path: row.get("category_path"),
+                    category_level1: row.get("category_level1"),
+                    category_level2: row.get("category_level2"),
+                    category_level3: row.get("category_level3"),
+                    category_level4: row.get("category_level4"),
+                    description: row.get("description"),
+                    seller: row.get("seller"),
+                    location: row.get("location"),
+                    view_count: row.get("view_count"),
+                    wish_count: row.get("wish_count"),
+                    chat_count: row.get("chat_count"),
+                    image_urls: serde_json::from_str(&urls).unwrap(),
+                    posted_at: millis(row.get("posted_at")),
+                    scraped_at: millis(Some(row.get("scraped_at"))).unwrap(),
+                    source_url: row.get("source_url"),
+                };
+                (listing.product_id, listing)
+            })
+            .collect()
+    }
+
+    /// Drops the test database.
+    pub async fn drop_database(&self) {
+        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS `{}`",
+            self.database
+        )))
+        .execute(&self.pool)
+        .await;
+    }
+}
+
+/// `n` arbitrary listings with distinct product ids, from `seed`.
+pub fn listings(n: usize, seed: u64) -> Vec<Listing> {
+    let mut runner = TestRunner::new_with_rng(
+        proptest::test_runner::Config::default(),
+        proptest::test_runner::TestRng::from_seed(proptest::test_runner::RngAlgorithm::ChaCha, &{
+            let mut bytes = [0u8; 32];
+            bytes[..8].copy_from_slice(&seed.to_le_bytes());
+            bytes
+        }),
+    );
+    let mut by_id = BTreeMap::new();
+    while by_id.len() < n {
+        let listing = arbitrary::listing()
+            .new_tree(&mut runner)
+            .unwrap()
+            .current();
+        by_id.insert(listing.product_id, listing);
+    }
+    by_id.into_values().collect()
+}
+
+/// A sink running in this process.
+pub struct Running {
+    pub shutdown: CancellationToken,
+    pub handle: JoinHandle<Result<(), marketflow_sink::Error>>,
+    pub admin: SocketAddr,
+}
+
+impl Running {
+    /// Starts a sink on `config`, with its control routes served on a free port.
+    pub async fn start(config: &Config) -> Self {
+        let shutdown = CancellationToken::new();
+        let sink = Sink::new(config, shutdown.clone()).await.unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let admin = listener.local_addr().unwrap();
+        let router = sink.router();
+        let serve_shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(async move { serve_shutdown.cancelled().await })
+                .await
+        });
+        let handle = tokio::spawn(sink.run());
+        Self {
+            shutdown,
+            handle,
+            admin,
+        }
+    }
+
+    /// Stops it gracefully and returns how it ended.
+    pub async fn stop(self) -> Result<(), marketflow_sink::Error> {
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(60), self.handle)
+            .await
+            .expect("the sink did not stop within 60 s")
+            .unwrap()
+    }
+
+    /// `GET /status` as JSON.
+    pub async fn status(&self) -> serde_json::Value {
+        reqwest::get(format!("http://{}/status", self.admin))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// `POST` to a control route, returning the status code and JSON body.
+    pub async fn post(
+        &self,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let client = reqwest::Client::new();
+        let mut request = client.post(format!("http://{}{path}", self.admin));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let code = response.status().as_u16();
+        (code, response.json().await.unwrap_or_default())
+    }
+}
