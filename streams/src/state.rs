@@ -34,11 +34,12 @@
 use std::time::{Duration, Instant};
 
 use marketflow_core::config::KafkaConfig;
-use rdkafka::Offset;
-use rdkafka::TopicPartitionList;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
+use std::collections::{BTreeMap, BTreeSet};
+
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use crate::aggregate::{Aggregator, Scoping};
 use crate::changelog::{FormatError, decode_change};
@@ -102,9 +103,22 @@ impl StateError {
     }
 }
 
+/// Logs client errors, except the end-of-partition events restores wait for.
+pub struct QuietEof;
+
+impl ClientContext for QuietEof {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if error.rdkafka_error_code() != Some(RDKafkaErrorCode::PartitionEOF) {
+            tracing::warn!(%error, reason, "Changelog reader error.");
+        }
+    }
+}
+
+impl ConsumerContext for QuietEof {}
+
 /// Reads a changelog topic to rebuild the states of input partitions.
 pub struct Restorer {
-    consumer: BaseConsumer,
+    consumer: BaseConsumer<QuietEof>,
     topic: String,
     scoping: Scoping,
     stall: Duration,
@@ -124,11 +138,13 @@ impl Restorer {
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "true")
             .set("isolation.level", "read_committed");
-        let consumer = config.create().map_err(|source| StateError::Read {
-            topic: topic.to_owned(),
-            partition: -1,
-            source,
-        })?;
+        let consumer = config
+            .create_with_context(QuietEof)
+            .map_err(|source| StateError::Read {
+                topic: topic.to_owned(),
+                partition: -1,
+                source,
+            })?;
         Ok(Self {
             consumer,
             topic: topic.to_owned(),
@@ -137,40 +153,55 @@ impl Restorer {
         })
     }
 
-    /// The state of input partition `partition`: its changelog replayed from the beginning.
+    /// The states of input partitions `partitions`: their changelogs replayed from the
+    /// beginning, all in one pass.
     ///
     /// # Errors
     /// [`StateError`]: retryable when the changelog cannot be read, fatal when it does not
     /// decode or was written under another configuration.
-    pub fn restore(&self, partition: i32) -> Result<Aggregator, StateError> {
-        let read_error = |source| StateError::Read {
+    pub fn restore(&self, partitions: &[i32]) -> Result<BTreeMap<i32, Aggregator>, StateError> {
+        let first = partitions.first().copied().unwrap_or(-1);
+        let read_error = |partition, source| StateError::Read {
             topic: self.topic.clone(),
             partition,
             source,
         };
         let mut assignment = TopicPartitionList::new();
-        assignment
-            .add_partition_offset(&self.topic, partition, Offset::Beginning)
-            .map_err(read_error)?;
-        self.consumer.assign(&assignment).map_err(read_error)?;
-        let mut state = Aggregator::new(self.scoping.clone());
+        let mut states = BTreeMap::new();
+        for partition in partitions {
+            assignment
+                .add_partition_offset(&self.topic, *partition, Offset::Beginning)
+                .map_err(|e| read_error(*partition, e))?;
+            states.insert(*partition, Aggregator::new(self.scoping.clone()));
+        }
+        self.consumer
+            .assign(&assignment)
+            .map_err(|e| read_error(first, e))?;
+        let mut pending: BTreeSet<i32> = partitions.iter().copied().collect();
         let mut last_progress = Instant::now();
         let mut records = 0u64;
         let outcome = loop {
+            if pending.is_empty() {
+                break Ok(());
+            }
             match self.consumer.poll(Duration::from_millis(200)) {
                 None if last_progress.elapsed() > self.stall => {
                     break Err(StateError::Stalled {
                         topic: self.topic.clone(),
-                        partition,
+                        partition: pending.first().copied().unwrap_or(first),
                         waited: self.stall,
                     });
                 }
                 None => {}
-                Some(Err(KafkaError::PartitionEOF(_))) => break Ok(()),
-                Some(Err(source)) => break Err(read_error(source)),
+                Some(Err(KafkaError::PartitionEOF(partition))) => {
+                    pending.remove(&partition);
+                }
+                Some(Err(source)) => break Err(read_error(first, source)),
                 Some(Ok(message)) => {
                     last_progress = Instant::now();
-                    let Some(bytes) = message.payload() else {
+                    let (Some(bytes), Some(state)) =
+                        (message.payload(), states.get_mut(&message.partition()))
+                    else {
                         continue;
                     };
                     let (scoping, change) = decode_change(&self.topic, bytes)?;
@@ -188,15 +219,17 @@ impl Restorer {
                 }
             }
         };
-        self.consumer.unassign().map_err(read_error)?;
+        self.consumer.unassign().map_err(|e| read_error(first, e))?;
         outcome?;
-        tracing::info!(
-            partition,
-            records,
-            position = state.position(),
-            products = state.products(),
-            "Partition state restored."
-        );
-        Ok(state)
+        for (partition, state) in &states {
+            tracing::info!(
+                partition,
+                position = state.position(),
+                products = state.products(),
+                "Partition state restored."
+            );
+        }
+        tracing::info!(records, "Changelog replayed.");
+        Ok(states)
     }
 }

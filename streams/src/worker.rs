@@ -226,42 +226,44 @@ impl Engine {
     fn assign(&mut self, tpl: &TopicPartitionList) -> TopicPartitionList {
         let topic = self.setup.config.topics.listings.clone();
         let mut positioned = TopicPartitionList::new();
-        for element in tpl.elements() {
-            let partition = element.partition();
-            let mut restored = self.restorer.restore(partition);
-            let mut attempt = 1;
-            while let Err(error) = &restored
-                && error.is_retryable()
-                && attempt < ATTEMPTS
-            {
-                tracing::warn!(partition, %error, attempt, "Restore failed; retrying.");
-                std::thread::sleep(Duration::from_secs(1));
-                restored = self.restorer.restore(partition);
-                attempt += 1;
+        let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+        let mut restored = self.restorer.restore(&partitions);
+        let mut attempt = 1;
+        while let Err(error) = &restored
+            && error.is_retryable()
+            && attempt < ATTEMPTS
+        {
+            tracing::warn!(%error, attempt, "Restore failed; retrying.");
+            std::thread::sleep(Duration::from_secs(1));
+            restored = self.restorer.restore(&partitions);
+            attempt += 1;
+        }
+        let states = match restored {
+            Ok(states) => states,
+            Err(error) => {
+                self.fail(error.into());
+                return positioned;
             }
-            match restored {
-                Ok(state) => {
-                    let start = state
-                        .position()
-                        .map_or(Offset::Beginning, |p| Offset::Offset(p + 1));
-                    // Re-announce every share: one sent before a crash may not have landed.
-                    let dirty = state.keys_summed().cloned().collect();
-                    self.parts.insert(
-                        partition,
-                        Owned {
-                            state,
-                            dirty,
-                            lag: None,
-                        },
-                    );
-                    if let Err(error) = positioned.add_partition_offset(&topic, partition, start) {
-                        self.fail(WorkerError::Consume {
-                            topic: topic.clone(),
-                            source: error,
-                        });
-                    }
-                }
-                Err(error) => self.fail(error.into()),
+        };
+        for (partition, state) in states {
+            let start = state
+                .position()
+                .map_or(Offset::Beginning, |p| Offset::Offset(p + 1));
+            // Re-announce every share: one sent before a crash may not have landed.
+            let dirty = state.keys_summed().cloned().collect();
+            self.parts.insert(
+                partition,
+                Owned {
+                    state,
+                    dirty,
+                    lag: None,
+                },
+            );
+            if let Err(source) = positioned.add_partition_offset(&topic, partition, start) {
+                self.fail(WorkerError::Consume {
+                    topic: topic.clone(),
+                    source,
+                });
             }
         }
         tracing::info!(partitions = ?self.parts.keys().collect::<Vec<_>>(), "Partitions assigned.");

@@ -412,3 +412,50 @@ pub fn terminate(child: &mut Child) -> std::process::ExitStatus {
         .unwrap();
     child.wait().unwrap()
 }
+
+/// The worker's `/status`, once its admin server answers.
+pub async fn status(port: u16) -> Option<serde_json::Value> {
+    let response = reqwest::Client::new()
+        .get(format!("http://127.0.0.1:{port}/status"))
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await
+        .ok()?;
+    response.json().await.ok()
+}
+
+/// Input records the worker on `port` has read since it started (0 until it answers).
+pub async fn records_in(port: u16) -> u64 {
+    status(port)
+        .await
+        .and_then(|s| s["records_in"].as_u64())
+        .unwrap_or(0)
+}
+
+/// Waits until the worker on `port` has read at least `n` input records, or `within` passes.
+pub async fn await_records_in(port: u16, n: u64, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if records_in(port).await >= n {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
+/// Produces `ops` in `chunks` pieces, `pause` apart, in the background.
+pub fn produce_slowly(
+    pipeline: std::sync::Arc<Pipeline>,
+    ops: Vec<Op>,
+    chunks: usize,
+    pause: Duration,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let size = ops.len().div_ceil(chunks.max(1));
+        for chunk in ops.chunks(size.max(1)) {
+            pipeline.produce(chunk).await;
+            tokio::time::sleep(pause).await;
+        }
+    })
+}
