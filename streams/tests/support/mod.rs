@@ -258,6 +258,15 @@ impl Pipeline {
     /// Starts the real `streams` binary on this pipeline, with admin port `admin_port` and
     /// `extra` environment variables.
     pub fn start(&self, admin_port: u16, extra: &[(&str, &str)]) -> Child {
+        let mut command = self.command(admin_port, extra);
+        if std::env::var_os("STREAMS_TEST_QUIET").is_some() {
+            command.stderr(Stdio::null());
+        }
+        command.spawn().unwrap()
+    }
+
+    /// The command line of the real `streams` binary on this pipeline.
+    pub fn command(&self, admin_port: u16, extra: &[(&str, &str)]) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_streams"));
         command
             .arg("--config")
@@ -278,10 +287,7 @@ impl Pipeline {
         for (key, value) in extra {
             command.env(key, value);
         }
-        if std::env::var_os("STREAMS_TEST_QUIET").is_some() {
-            command.stderr(Stdio::null());
-        }
-        command.spawn().unwrap()
+        command
     }
 
     /// The last sum per key on the sums topic, decoded through the registry.
