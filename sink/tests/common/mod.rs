@@ -101,7 +101,8 @@ impl Env {
             .await;
     }
 
-    /// Produces records of the given schemas, in order per key.
+    /// Produces records of the given schemas, in order per key. A codec of its own each time,
+    /// since the codec caches one schema per subject and tests change schemas.
     pub async fn produce<K: Serialize, V: Serialize>(
         &self,
         topic: &str,
@@ -110,8 +111,9 @@ impl Env {
         keys: &[K],
         values: &[V],
     ) {
-        let key_encoder = self.codec.encoder(topic, Part::Key, key_schema);
-        let value_encoder = self.codec.encoder(topic, Part::Value, value_schema);
+        let codec = Codec::new(&self.cluster.config.registry).unwrap();
+        let key_encoder = codec.encoder(topic, Part::Key, key_schema);
+        let value_encoder = codec.encoder(topic, Part::Value, value_schema);
         let mut encoded = Vec::with_capacity(values.len());
         for (key, value) in keys.iter().zip(values) {
             let key = key_encoder.encode(key).await.unwrap();
