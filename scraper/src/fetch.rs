@@ -221,10 +221,7 @@ impl Fetcher {
         .retry(self.backoff)
         .sleep(tokio::time::sleep)
         .when(FetchError::is_retryable)
-        .adjust(move |error, backoff| {
-            // Retry-After replaces the backoff, but only while retries remain.
-            backoff.map(|b| error.retry_after().map_or(b, |r| r.min(max_backoff)))
-        })
+        .adjust(move |error, backoff| next_delay(error, backoff, max_backoff))
         .notify(|error, after| {
             metrics::counter!("scraper_retries_total", "reason" => error.reason()).increment(1);
             debug!(%error, ?after, "Retrying.");
@@ -284,6 +281,17 @@ impl Fetcher {
     }
 }
 
+/// The wait before the next try: the server's `Retry-After` (capped at `max_backoff`) replaces
+/// the exponential backoff, but only while retries remain (`backoff` is `None` once they are
+/// exhausted).
+fn next_delay(
+    error: &FetchError,
+    backoff: Option<Duration>,
+    max_backoff: Duration,
+) -> Option<Duration> {
+    backoff.map(|b| error.retry_after().map_or(b, |r| r.min(max_backoff)))
+}
+
 /// A metric label for a status: the common ones by number, the rest by class.
 fn status_label(status: StatusCode) -> &'static str {
     match status.as_u16() {
@@ -328,6 +336,8 @@ pub fn linked_ids(html: &str) -> Vec<i64> {
 mod tests {
     use super::*;
     use reqwest::header::HeaderValue;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
     #[test]
     fn retry_after_in_seconds_or_as_a_date() {
@@ -363,6 +373,119 @@ mod tests {
             }
             .is_retryable()
         );
+    }
+
+    #[test]
+    fn retry_after_replaces_the_backoff_while_retries_remain() {
+        let limited = FetchError::Unavailable {
+            url: "u".into(),
+            status: 429,
+            retry_after: Some(Duration::from_secs(1)),
+        };
+        let max = Duration::from_secs(30);
+        let backoff = Some(Duration::from_millis(100));
+        assert_eq!(
+            next_delay(&limited, backoff, max),
+            Some(Duration::from_secs(1))
+        );
+        assert_eq!(
+            next_delay(&limited, backoff, Duration::from_millis(300)),
+            Some(Duration::from_millis(300))
+        );
+        assert_eq!(next_delay(&limited, None, max), None);
+        let timeout = FetchError::Timeout {
+            url: "u".into(),
+            timeout: max,
+        };
+        assert_eq!(next_delay(&timeout, backoff, max), backoff);
+    }
+
+    /// A server on a free port answering `script[n]` to the n-th product request (the last
+    /// one from then on), `robots` to robots.txt; returns its base URL and the request count.
+    async fn server(
+        robots: &'static str,
+        script: Vec<(u16, Option<&'static str>)>,
+    ) -> (String, Arc<AtomicUsize>) {
+        use axum::http::{HeaderValue, StatusCode, header};
+        use axum::response::IntoResponse;
+        let hits = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&hits);
+        let app = axum::Router::new()
+            .route(
+                "/robots.txt",
+                axum::routing::get(move || async move { robots }),
+            )
+            .route(
+                "/product/{id}",
+                axum::routing::get(move || {
+                    let n = counter.fetch_add(1, Ordering::SeqCst);
+                    let (status, retry_after) = script[n.min(script.len() - 1)];
+                    async move {
+                        let mut response =
+                            (StatusCode::from_u16(status).unwrap(), "page").into_response();
+                        if let Some(after) = retry_after {
+                            response
+                                .headers_mut()
+                                .insert(header::RETRY_AFTER, HeaderValue::from_static(after));
+                        }
+                        response
+                    }
+                }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (format!("http://{addr}"), hits)
+    }
+
+    fn config(base_url: &str, max_retries: usize) -> ScraperConfig {
+        ScraperConfig {
+            base_url: base_url.to_owned(),
+            max_retries,
+            min_backoff: Duration::from_millis(1),
+            max_backoff: Duration::from_millis(20),
+            ..ScraperConfig::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_429_with_retry_after_and_a_500_are_retried_until_the_page_comes() {
+        let script = vec![(429, Some("1")), (500, None), (200, None)];
+        let (base, hits) = server("User-agent: *\nAllow: /\n", script).await;
+        let fetcher = Fetcher::new(&config(&base, 5)).await.unwrap();
+        let page = fetcher.get("/product/1").await.unwrap();
+        assert_eq!((page.status, page.body.as_str()), (200, "page"));
+        assert_eq!(hits.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn after_max_retries_the_last_error_is_returned() {
+        let (base, hits) = server("", vec![(503, None)]).await;
+        let fetcher = Fetcher::new(&config(&base, 3)).await.unwrap();
+        let error = fetcher.get("/product/1").await.unwrap_err();
+        assert!(
+            matches!(error, FetchError::Unavailable { status: 503, .. }),
+            "{error}"
+        );
+        assert_eq!(hits.load(Ordering::SeqCst), 4, "one try and three retries");
+    }
+
+    #[tokio::test]
+    async fn a_404_is_an_answer_not_an_error() {
+        let (base, hits) = server("", vec![(404, None)]).await;
+        let fetcher = Fetcher::new(&config(&base, 3)).await.unwrap();
+        assert_eq!(fetcher.get("/product/1").await.unwrap().status, 404);
+        assert_eq!(hits.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn paths_robots_txt_disallows_are_never_requested() {
+        let (base, hits) = server("User-agent: *\nDisallow: /product/\n", vec![(200, None)]).await;
+        let fetcher = Fetcher::new(&config(&base, 3)).await.unwrap();
+        let error = fetcher.get("/product/1").await.unwrap_err();
+        assert!(matches!(error, FetchError::Disallowed { .. }), "{error}");
+        assert!(!error.is_retryable());
+        assert_eq!(hits.load(Ordering::SeqCst), 0);
     }
 
     #[test]

@@ -62,6 +62,9 @@ pub enum Error {
         /// What failed.
         source: fetch::FetchError,
     },
+    /// The checkpoint topic cannot be created.
+    #[error(transparent)]
+    Checkpoint(#[from] checkpoint::CheckpointError),
     /// The crawl stopped on an error.
     #[error(transparent)]
     Crawl(#[from] crawl::CrawlError),
@@ -99,10 +102,10 @@ pub async fn run(
         &[
             (topics.listings.as_str(), 3),
             (topics.scraper_events.as_str(), 3),
-            (scraper.checkpoint_topic.as_str(), 1),
         ],
     )
     .await?;
+    checkpoint::ensure_topic(&config.kafka, &scraper.checkpoint_topic).await?;
     let metrics = admin::install_metrics()?;
     admin::serve(
         scraper.admin_addr,

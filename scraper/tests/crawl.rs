@@ -261,3 +261,58 @@ async fn captcha_pages_are_counted_as_blocked_and_produce_nothing() {
         Some(i64::try_from(blocked.len()).unwrap())
     );
 }
+
+#[tokio::test]
+#[ignore = "needs the local cluster: scripts/cluster.sh up"]
+async fn a_continuous_crawl_follows_the_head_and_stops_gracefully_on_sigterm() {
+    let cluster = Cluster::require().await;
+    let market = Market::start(&["--products", "300", "--new-per-sec", "50"]).await;
+    let topics = Topics::new(&cluster).await;
+    let extra = [
+        ("MARKETFLOW__SCRAPER__POLL_INTERVAL", "200ms"),
+        ("MARKETFLOW__SCRAPER__WINDOW", "100"),
+    ];
+    let mut child = support::spawn(support::scraper(&market, &topics, &extra));
+    // Wait until ids beyond the initial head (FIRST_ID + 299) have been produced.
+    let beyond = FIRST_ID + 400;
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the continuous crawl ended by itself"
+        );
+        let records = support::read_listings(&cluster.config, &topics.listings).await;
+        if records.iter().any(|r| r.listing.product_id > beyond) {
+            break;
+        }
+    }
+    let pid = child.id().to_string();
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success(), "a graceful stop exits 0, not {status}");
+
+    let events = support::read_events(&cluster.config, &topics.events).await;
+    let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(kinds, ["started", "stopped"]);
+    let (from, next) = (events[0].from_id.unwrap(), events[1].checkpoint_id.unwrap());
+    // A first continuous crawl starts `window` ids below the head, which grows from the start.
+    assert!(
+        (FIRST_ID + 200..FIRST_ID + 400).contains(&from),
+        "from {from}"
+    );
+    assert!(next > beyond);
+    // Every id below the checkpoint is done: exactly its listings are on the topic.
+    let truth = market.truth(from, next - 1).await;
+    let records: Vec<_> = support::read_listings(&cluster.config, &topics.listings)
+        .await
+        .into_iter()
+        .filter(|r| r.listing.product_id < next)
+        .collect();
+    support::assert_exactly_the_truth(&records, &truth);
+}
