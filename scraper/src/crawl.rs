@@ -420,7 +420,7 @@ impl Crawler {
                     from = c.from_id,
                     to = ?c.to_id,
                     checkpoint = c.next_id,
-                    "An unfinished crawl of another range is left as it is."
+                    "An unfinished crawl of another range is abandoned for this one."
                 );
                 self.range(range).await?
             }
