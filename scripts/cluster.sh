@@ -26,7 +26,7 @@ BROKER_PORTS=(19092 19093 19094)
 REGISTRY_PORT=18081
 MYSQL_PORT=13306
 MYSQL_SOCK=$STATE/mariadb/mariadb.sock
-TOPICS=(listings listings-affordable listing-sums scraper-events listings-dlq)
+TOPICS=(listings listings-affordable listing-sums scraper-events listings-dlq marketflow-streams-changelog marketflow-streams-partials)
 PARTITIONS=3
 READY_TIMEOUT=${MARKETFLOW_READY_TIMEOUT:-60}
 

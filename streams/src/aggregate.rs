@@ -57,15 +57,15 @@ impl Scoping {
         format!("category_level{}", self.category_level)
     }
 
-    /// The category of `listing` at the configured level.
-    pub fn category_of(&self, listing: &Listing) -> String {
+    /// The category of `listing` at the configured level, if it has one.
+    pub fn category_of<'a>(&self, listing: &'a Listing) -> Option<&'a str> {
         let level = match self.category_level {
             1 => &listing.category_level1,
             2 => &listing.category_level2,
             3 => &listing.category_level3,
             _ => &listing.category_level4,
         };
-        level.clone().unwrap_or_else(|| NO_CATEGORY.to_owned())
+        level.as_deref()
     }
 
     /// The change an input record makes, with the filter's verdict (`None` for a tombstone).
@@ -77,11 +77,27 @@ impl Scoping {
         listing: Option<&Listing>,
         max_price: i64,
     ) -> (Option<Verdict>, Change) {
-        let verdict = listing.map(|l| verdict(l.price, max_price));
-        let next = match (listing, verdict) {
-            (Some(listing), Some(Verdict::Accept(price))) => Some(Contribution {
+        let version = listing.map(|l| Version {
+            price: l.price,
+            category: self.category_of(l),
+        });
+        self.change_of(offset, timestamp, product_id, version, max_price)
+    }
+
+    /// As [`Scoping::change`], from the two fields the sums read (`None` for a tombstone).
+    pub fn change_of(
+        &self,
+        offset: i64,
+        timestamp: i64,
+        product_id: i64,
+        version: Option<Version<'_>>,
+        max_price: i64,
+    ) -> (Option<Verdict>, Change) {
+        let verdict = version.as_ref().map(|v| verdict(v.price, max_price));
+        let next = match (version, verdict) {
+            (Some(version), Some(Verdict::Accept(price))) => Some(Contribution {
                 price,
-                category: self.category_of(listing),
+                category: version.category.unwrap_or(NO_CATEGORY).to_owned(),
             }),
             _ => None,
         };
@@ -93,6 +109,15 @@ impl Scoping {
         };
         (verdict, change)
     }
+}
+
+/// What the sums read from one version of a listing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Version<'a> {
+    /// Its price, if any.
+    pub price: Option<i64>,
+    /// Its category at the configured level, if any.
+    pub category: Option<&'a str>,
 }
 
 /// A sum over a subset of listings: one partition's share of a scope, or the merged total.

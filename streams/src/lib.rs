@@ -10,6 +10,7 @@ pub mod aggregate;
 pub mod changelog;
 pub mod control;
 pub mod filter;
+pub mod input;
 pub mod merge;
 pub mod output;
 pub mod state;

@@ -25,12 +25,13 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 
-use crate::aggregate::{Aggregator, Applied, Scoping};
+use crate::aggregate::{Aggregator, Applied, Scoping, Version};
 use crate::changelog::{
     change_key, encode_change, encode_partial, encode_partial_key, owner_partition,
 };
 use crate::control::{Control, PartitionStatus};
 use crate::filter::{DropReason, Verdict};
+use crate::input::{Fields, InputDecoder};
 use crate::output::{Output, OutputError};
 use crate::state::{Restorer, StateError};
 
@@ -153,6 +154,7 @@ struct Owned {
 /// The stage's state, behind the consumer context so that the rebalance callback reaches it.
 struct Engine {
     setup: Setup,
+    input: InputDecoder,
     scoping: Scoping,
     restorer: Restorer,
     parts: BTreeMap<i32, Owned>,
@@ -285,7 +287,7 @@ impl Engine {
             metrics::counter!("streams_records_skipped_total").increment(1);
             return Ok(());
         }
-        let (listing, product_id) = match self.decode(message)? {
+        let (fields, product_id) = match self.decode(message)? {
             Some(decoded) => decoded,
             None => {
                 metrics::counter!("streams_records_dropped_total", "reason" => DropReason::Undecodable.label())
@@ -293,11 +295,15 @@ impl Engine {
                 return Ok(());
             }
         };
-        let (verdict, change) = self.scoping.change(
+        let version = fields.as_ref().map(|f| Version {
+            price: f.price,
+            category: f.category.as_deref(),
+        });
+        let (verdict, change) = self.scoping.change_of(
             offset,
             timestamp,
             product_id,
-            listing.as_ref(),
+            version,
             self.setup.config.streams.max_price,
         );
         if let Some(Verdict::Drop(reason)) = verdict {
@@ -320,60 +326,49 @@ impl Engine {
             )?;
             part.dirty.extend(touched);
         }
-        if let (Some(Verdict::Accept(_)), Some(listing)) = (verdict, &listing) {
-            self.forward(message, listing)?;
+        if let Some(Verdict::Accept(_)) = verdict {
+            self.forward(message)?;
         }
         Ok(())
     }
 
-    /// The listing (`None` for a tombstone) and its product id; `Ok(None)` when the record does
-    /// not decode and never will.
+    /// The fields of the listing (`None` for a tombstone) and its product id; `Ok(None)` when
+    /// the record does not decode and never will. Retries while the registry is unreachable.
     fn decode(
-        &self,
+        &mut self,
         message: &BorrowedMessage<'_>,
-    ) -> Result<Option<(Option<Listing>, i64)>, WorkerError> {
-        let decoded = match message.payload() {
-            Some(value) => self
-                .call(|| self.setup.codec.decode::<Listing>(value))
-                .map(|l| {
-                    l.map(|l| {
-                        let id = l.product_id;
-                        (Some(l), id)
-                    })
-                }),
-            None => {
-                let Some(key) = message.key() else {
-                    return Ok(None);
-                };
-                self.call(|| self.setup.codec.decode::<ListingKey>(key))
-                    .map(|k| k.map(|k| (None, k.product_id)))
-            }
-        };
-        decoded.map_err(|source| WorkerError::Codec {
-            topic: message.topic().to_owned(),
-            source,
-        })
-    }
-
-    /// Runs a codec call, retrying while the registry is unreachable; `Ok(None)` when the
-    /// payload will never decode (logged and counted by the caller).
-    fn call<T, F, Fut>(&self, f: F) -> Result<Option<T>, CodecError>
-    where
-        F: Fn() -> Fut,
-        Fut: std::future::Future<Output = Result<T, CodecError>>,
-    {
+    ) -> Result<Option<(Option<Fields>, i64)>, WorkerError> {
         let mut attempt = 1;
         loop {
-            match self.setup.runtime.block_on(f()) {
-                Ok(value) => return Ok(Some(value)),
+            let decoded = match (message.payload(), message.key()) {
+                (Some(value), _) => self.input.value(value).map(|f| {
+                    let id = f.product_id;
+                    (Some(f), id)
+                }),
+                (None, Some(key)) => self.input.key(key).map(|id| (None, id)),
+                (None, None) => return Ok(None),
+            };
+            match decoded {
+                Ok(decoded) => return Ok(Some(decoded)),
                 Err(error) if error.is_retryable() && attempt < ATTEMPTS => {
                     tracing::warn!(%error, attempt, "Registry call failed; retrying.");
                     std::thread::sleep(Duration::from_secs(1));
                     attempt += 1;
                 }
-                Err(error) if error.is_retryable() => return Err(error),
+                Err(source) if source.is_retryable() => {
+                    return Err(WorkerError::Codec {
+                        topic: message.topic().to_owned(),
+                        source,
+                    });
+                }
                 Err(error) => {
-                    tracing::warn!(class = error.class(), %error, "Record dropped: it does not decode.");
+                    tracing::warn!(
+                        partition = message.partition(),
+                        offset = message.offset(),
+                        class = error.class(),
+                        %error,
+                        "Record dropped: it does not decode."
+                    );
                     return Ok(None);
                 }
             }
@@ -382,45 +377,43 @@ impl Engine {
 
     /// Sends an accepted listing to the affordable topic: the input's bytes when they carry the
     /// schema ids registered there, re-encoded otherwise.
-    fn forward(&self, message: &BorrowedMessage<'_>, listing: &Listing) -> Result<(), WorkerError> {
+    fn forward(&self, message: &BorrowedMessage<'_>) -> Result<(), WorkerError> {
         let topic = &self.setup.config.topics.listings_affordable;
         let ids = self.setup.forward;
-        let same = |bytes: Option<&[u8]>, id| {
-            bytes
-                .filter(|b| schema_id(b).ok() == Some(id))
-                .map(<[u8]>::to_vec)
-        };
-        let codec_error = |source| WorkerError::Codec {
-            topic: topic.clone(),
-            source,
-        };
-        let key = match same(message.key(), ids.key) {
-            Some(key) => key,
-            None => self
+        let carries =
+            |bytes: Option<&[u8]>, id| bytes.is_some_and(|b| schema_id(b).ok() == Some(id));
+        if let (Some(key), Some(value)) = (message.key(), message.payload())
+            && carries(Some(key), ids.key)
+            && carries(Some(value), ids.value)
+        {
+            self.setup.output.send(topic, None, key, value)?;
+        } else {
+            // Another writer schema: decode the whole listing and encode it with the contract's.
+            let codec_error = |source| WorkerError::Codec {
+                topic: topic.clone(),
+                source,
+            };
+            let codec = &self.setup.codec;
+            let payload = message.payload().unwrap_or_default();
+            let listing: Listing = self
                 .setup
                 .runtime
-                .block_on(
-                    self.setup
-                        .codec
-                        .encoder(topic, Part::Key, schema::LISTING_KEY)
-                        .encode(&listing.key()),
-                )
-                .map_err(codec_error)?,
-        };
-        let value = match same(message.payload(), ids.value) {
-            Some(value) => value,
-            None => self
+                .block_on(codec.decode(payload))
+                .map_err(codec_error)?;
+            let key = codec.encoder(topic, Part::Key, schema::LISTING_KEY);
+            let value = codec.encoder(topic, Part::Value, schema::LISTING);
+            let key = self
                 .setup
                 .runtime
-                .block_on(
-                    self.setup
-                        .codec
-                        .encoder(topic, Part::Value, schema::LISTING)
-                        .encode(listing),
-                )
-                .map_err(codec_error)?,
-        };
-        self.setup.output.send(topic, None, &key, &value)?;
+                .block_on(key.encode(&listing.key()))
+                .map_err(codec_error)?;
+            let value = self
+                .setup
+                .runtime
+                .block_on(value.encode(&listing))
+                .map_err(codec_error)?;
+            self.setup.output.send(topic, None, &key, &value)?;
+        }
         metrics::counter!("streams_listings_forwarded_total").increment(1);
         Ok(())
     }
@@ -551,7 +544,13 @@ impl Worker {
         )?;
         let mut config = consumer_config(&setup.config.kafka, &streams.group_id)?;
         config.set("isolation.level", "read_committed");
+        let input = InputDecoder::new(
+            setup.codec.clone(),
+            setup.runtime.clone(),
+            streams.category_level,
+        );
         let engine = Engine {
+            input,
             scoping,
             restorer,
             parts: BTreeMap::new(),
