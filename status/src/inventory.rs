@@ -130,13 +130,19 @@ pub struct TableStatus {
     pub rows: i64,
 }
 
+/// Which topics and consumer groups to look at.
+pub type NameFilter = std::sync::Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
 /// Asks every part and assembles the view. With `filter`, only the topics, groups and subjects
 /// whose names contain it are shown.
 pub async fn collect(config: &Config, filter: Option<&str>) -> Status {
     let mut errors = Vec::new();
+    let owned = filter.map(str::to_owned);
+    let keep: NameFilter =
+        std::sync::Arc::new(move |name: &str| owned.as_deref().is_none_or(|f| name.contains(f)));
     let (programs, kafka, subjects, tables) = tokio::join!(
         programs(config),
-        kafka_parts(config, filter),
+        kafka_parts(config, keep.clone(), keep),
         subjects(config, filter),
         tables(config),
     );
@@ -206,14 +212,13 @@ async fn programs(config: &Config) -> Vec<ProgramStatus> {
 }
 
 /// Topics with their watermarks, and groups with their committed offsets.
-async fn kafka_parts(
+pub(crate) async fn kafka_parts(
     config: &Config,
-    filter: Option<&str>,
+    topic_filter: NameFilter,
+    group_filter: NameFilter,
 ) -> Result<(Vec<TopicStatus>, Vec<GroupStatus>), String> {
     let servers = config.kafka.bootstrap_servers.clone();
     let kafka_config = config.kafka.clone();
-    let filter = filter.map(str::to_owned);
-    let keep = move |name: &str| filter.as_deref().is_none_or(|f| name.contains(f));
     let consumer: BaseConsumer = kafka::consumer_config(&config.kafka, "marketflow-status")
         .and_then(|c| Ok(c.create()?))
         .map_err(|e| format!("Kafka at {servers}: {e}"))?;
@@ -224,7 +229,10 @@ async fn kafka_parts(
             .map_err(unreachable)?;
         let mut topics = Vec::new();
         for topic in metadata.topics() {
-            if topic.name().starts_with("__") || topic.name() == "_schemas" || !keep(topic.name()) {
+            if topic.name().starts_with("__")
+                || topic.name() == "_schemas"
+                || !topic_filter(topic.name())
+            {
                 continue;
             }
             let mut partitions = Vec::new();
@@ -258,7 +266,7 @@ async fn kafka_parts(
             .fetch_group_list(None, TIMEOUT)
             .map_err(unreachable)?;
         let mut groups = Vec::new();
-        for info in list.groups().iter().filter(|g| keep(g.name())) {
+        for info in list.groups().iter().filter(|g| group_filter(g.name())) {
             let mut lags: BTreeMap<String, GroupLag> = BTreeMap::new();
             if !all.elements().is_empty() {
                 let committed = group_offsets(&kafka_config, info.name(), &all)
@@ -370,7 +378,7 @@ async fn subjects(config: &Config, filter: Option<&str>) -> Result<Vec<SubjectSt
     Ok(out)
 }
 
-async fn tables(config: &Config) -> Result<Vec<TableStatus>, String> {
+pub(crate) async fn tables(config: &Config) -> Result<Vec<TableStatus>, String> {
     let url = config.sink.database_url.expose_secret();
     let place = database_place(url);
     let pool = MySqlPoolOptions::new()
@@ -403,7 +411,10 @@ async fn tables(config: &Config) -> Result<Vec<TableStatus>, String> {
 }
 
 /// The latest value of every key of the sums topic, read from its start to its end offsets.
-async fn sums(config: &Config, topics: &[TopicStatus]) -> Result<Vec<ListingSum>, String> {
+pub(crate) async fn sums(
+    config: &Config,
+    topics: &[TopicStatus],
+) -> Result<Vec<ListingSum>, String> {
     let name = &config.topics.listing_sums;
     let Some(topic) = topics.iter().find(|t| &t.name == name) else {
         return Ok(Vec::new());

@@ -5,5 +5,6 @@
 
 pub mod inventory;
 pub mod report;
+pub mod summary;
 
 pub use inventory::{Status, collect};

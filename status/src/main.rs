@@ -32,6 +32,15 @@ enum Command {
         #[arg(long, value_name = "TEXT")]
         filter: Option<String>,
     },
+    /// The pipeline's figures in a few lines: MySQL rows, running sums, drops, consumer lag.
+    Summary {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Wait (up to this many seconds) until the sink and streams have caught up.
+        #[arg(long, value_name = "SECONDS")]
+        wait: Option<u64>,
+    },
 }
 
 #[tokio::main]
@@ -44,7 +53,10 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let Command::Status { json, filter } = args.command;
+    let (json, filter) = match args.command {
+        Command::Status { json, filter } => (json, filter),
+        Command::Summary { json, wait } => return summary(&config, json, wait).await,
+    };
     let status = marketflow_status::collect(&config, filter.as_deref()).await;
     if json {
         match serde_json::to_string_pretty(&status) {
@@ -68,4 +80,32 @@ async fn main() -> ExitCode {
     } else {
         ExitCode::from(2)
     }
+}
+
+async fn summary(config: &Config, json: bool, wait: Option<u64>) -> ExitCode {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(wait.unwrap_or(0));
+    let mut summary = marketflow_status::summary::summarize(config).await;
+    while wait.is_some() && !summary.caught_up() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        summary = marketflow_status::summary::summarize(config).await;
+    }
+    if json {
+        match serde_json::to_string_pretty(&summary) {
+            Ok(text) => println!("{text}"),
+            Err(error) => {
+                eprintln!("marketflow: {error}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        print!("{}", marketflow_status::summary::text(&summary));
+    }
+    if wait.is_some() && !summary.caught_up() {
+        eprintln!(
+            "marketflow: the sink and streams had not caught up within {}s",
+            wait.unwrap_or(0)
+        );
+        return ExitCode::from(3);
+    }
+    ExitCode::SUCCESS
 }

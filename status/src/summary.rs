@@ -1,0 +1,237 @@
+//! The pipeline's figures in a few lines, for the demo's report: rows in MySQL, the global and
+//! per-category running sums, what streams dropped and why, and how far behind each consumer
+//! group of the pipeline is.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Arc;
+use std::time::Duration;
+
+use marketflow_core::Config;
+use marketflow_core::record::ListingSum;
+use serde::Serialize;
+
+use crate::inventory::{self, TableStatus};
+
+/// How many categories the text lists.
+const CATEGORIES_SHOWN: usize = 5;
+
+/// The figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    /// Every table of the sink's database with its row count.
+    pub tables: Vec<TableStatus>,
+    /// The global running sum (`all`), when streams has emitted one.
+    pub total: Option<ListingSum>,
+    /// The per-category running sums, largest first.
+    pub categories: Vec<ListingSum>,
+    /// Listings streams dropped, by reason (from its `/metrics`); empty when streams is down.
+    pub dropped: BTreeMap<String, u64>,
+    /// Lag of each consumer group of the sink and streams (the group ids and those starting with
+    /// them), summed over its topics; `None` when it has committed nothing yet.
+    pub lags: BTreeMap<String, Option<i64>>,
+    /// Parts that could not be asked, and why.
+    pub errors: Vec<String>,
+}
+
+impl Summary {
+    /// Whether the sink and streams have processed everything they were given.
+    pub fn caught_up(&self) -> bool {
+        !self.lags.is_empty() && self.lags.values().all(|lag| *lag == Some(0))
+    }
+}
+
+/// Gathers the figures.
+pub async fn summarize(config: &Config) -> Summary {
+    let mut errors = Vec::new();
+    let topics: Vec<String> = vec![
+        config.topics.listings.clone(),
+        config.topics.listing_sums.clone(),
+    ];
+    let groups = [
+        config.sink.group_id.clone(),
+        config.streams.group_id.clone(),
+    ];
+    let topic_filter: inventory::NameFilter =
+        Arc::new(move |name: &str| topics.iter().any(|t| t == name));
+    let group_ids = groups.clone();
+    let group_filter: inventory::NameFilter = Arc::new(move |name: &str| {
+        group_ids
+            .iter()
+            .any(|g| name == g || name.starts_with(&format!("{g}-")))
+    });
+    let (kafka, tables, dropped) = tokio::join!(
+        inventory::kafka_parts(config, topic_filter, group_filter),
+        inventory::tables(config),
+        dropped(config)
+    );
+    let (topics, groups_seen) = kafka.unwrap_or_else(|e| {
+        errors.push(e);
+        (Vec::new(), Vec::new())
+    });
+    let tables = tables.unwrap_or_else(|e| {
+        errors.push(e);
+        Vec::new()
+    });
+    let sums = inventory::sums(config, &topics).await.unwrap_or_else(|e| {
+        errors.push(e);
+        Vec::new()
+    });
+    let mut lags: BTreeMap<String, Option<i64>> =
+        groups.iter().map(|g| (g.clone(), None)).collect();
+    for group in groups_seen {
+        let lag = (!group.topics.is_empty()).then(|| group.topics.iter().map(|t| t.lag).sum());
+        lags.insert(group.group, lag);
+    }
+    let (total, mut categories): (Vec<ListingSum>, Vec<ListingSum>) =
+        sums.into_iter().partition(|s| s.scope == "all");
+    categories.sort_by_key(|s| std::cmp::Reverse(s.sum));
+    Summary {
+        tables,
+        total: total.into_iter().next(),
+        categories,
+        dropped: dropped.unwrap_or_default(),
+        lags,
+        errors,
+    }
+}
+
+/// `streams_records_dropped_total` by reason, read from streams' `/metrics`.
+async fn dropped(config: &Config) -> Option<BTreeMap<String, u64>> {
+    let address = config.streams.admin_addr;
+    let asked = if address.ip().is_unspecified() {
+        std::net::SocketAddr::from(([127, 0, 0, 1], address.port()))
+    } else {
+        address
+    };
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .ok()?;
+    let text = client
+        .get(format!("http://{asked}/metrics"))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    Some(parse_dropped(&text))
+}
+
+/// The `reason` label and value of each `streams_records_dropped_total` line of a Prometheus page.
+fn parse_dropped(metrics: &str) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    for line in metrics
+        .lines()
+        .filter(|l| l.starts_with("streams_records_dropped_total{"))
+    {
+        let reason = line
+            .split("reason=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next());
+        let value = line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok());
+        if let (Some(reason), Some(value)) = (reason, value) {
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // a counter's value
+            out.insert(reason.to_owned(), value as u64);
+        }
+    }
+    out
+}
+
+/// The figures as lines of `label  key=value ...`, easy to read and to check.
+pub fn text(summary: &Summary) -> String {
+    let mut out = String::new();
+    for table in &summary.tables {
+        let _ = writeln!(out, "MySQL rows       {} {}", table.table, table.rows);
+    }
+    match &summary.total {
+        Some(s) => {
+            let _ = writeln!(out, "Sum of all       {}", figures(s));
+        }
+        None => {
+            let _ = writeln!(out, "Sum of all       (none emitted yet)");
+        }
+    }
+    if !summary.categories.is_empty() {
+        let scope = &summary.categories[0].scope;
+        let _ = writeln!(out, "Top categories   ({scope}, by sum of prices)");
+        for s in summary.categories.iter().take(CATEGORIES_SHOWN) {
+            let _ = writeln!(out, "  {:<20} {}", s.value, figures(s));
+        }
+    }
+    let dropped: Vec<String> = summary
+        .dropped
+        .iter()
+        .map(|(reason, n)| format!("{reason}={n}"))
+        .collect();
+    let _ = writeln!(
+        out,
+        "Dropped          {}",
+        if dropped.is_empty() {
+            "(streams not reachable)".to_owned()
+        } else {
+            dropped.join(" ")
+        }
+    );
+    let lags: Vec<String> = summary
+        .lags
+        .iter()
+        .map(|(group, lag)| {
+            format!(
+                "{group}={}",
+                lag.map_or_else(|| "-".to_owned(), |l| l.to_string())
+            )
+        })
+        .collect();
+    let _ = writeln!(out, "Consumer lag     {}", lags.join(" "));
+    for error in &summary.errors {
+        let _ = writeln!(out, "Not reached      {error}");
+    }
+    out
+}
+
+fn figures(s: &ListingSum) -> String {
+    let dash = |v: Option<i64>| v.map_or_else(|| "-".to_owned(), |v| v.to_string());
+    format!(
+        "count={} sum={} min={} max={}",
+        s.count,
+        s.sum,
+        dash(s.min),
+        dash(s.max)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drops_are_read_by_reason_from_the_metrics_page() {
+        let page = "# TYPE streams_records_dropped_total counter\n\
+                    streams_records_dropped_total{reason=\"over_max_price\"} 350\n\
+                    streams_records_dropped_total{reason=\"no_price\"} 12\n\
+                    streams_records_in_total 3000\n";
+        let dropped = parse_dropped(page);
+        assert_eq!(dropped.get("over_max_price"), Some(&350));
+        assert_eq!(dropped.get("no_price"), Some(&12));
+        assert_eq!(dropped.len(), 2);
+    }
+
+    #[test]
+    fn caught_up_needs_every_group_at_zero() {
+        let mut summary = Summary {
+            tables: vec![],
+            total: None,
+            categories: vec![],
+            dropped: BTreeMap::new(),
+            lags: BTreeMap::from([("sink".to_owned(), Some(0)), ("streams".to_owned(), None)]),
+            errors: vec![],
+        };
+        assert!(!summary.caught_up());
+        summary.lags.insert("streams".to_owned(), Some(0));
+        assert!(summary.caught_up());
+        summary.lags.insert("streams-merge".to_owned(), Some(3));
+        assert!(!summary.caught_up());
+    }
+}
