@@ -120,7 +120,13 @@ pub async fn run(
             base_url: scraper.base_url.clone(),
             source,
         })?;
-    let producer = kafka::create_producer(&config.kafka)?;
+    let mut producer_kafka = config.kafka.clone();
+    let properties = &mut producer_kafka.properties;
+    if !properties.contains_key("linger.ms") && !properties.contains_key("queue.buffering.max.ms") {
+        let linger = scraper.producer_linger.as_millis().to_string();
+        properties.insert("linger.ms".to_owned(), linger);
+    }
+    let producer = kafka::create_producer(&producer_kafka)?;
     let codec = Arc::new(Codec::new(&config.registry)?);
     let crawler = crawl::Crawler::new(config, fetcher, pseudonymiser, producer, codec);
     let summary = crawler.run(mode, shutdown).await?;

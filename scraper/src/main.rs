@@ -18,7 +18,7 @@ use marketflow_scraper::{Mode, Range};
 /// --config, then environment variables MARKETFLOW__<SECTION>__<KEY>. The [scraper] keys:
 /// base_url, user_agent, concurrency, max_requests_per_sec, request_timeout, max_retries,
 /// min_backoff, max_backoff, poll_interval, window, seller_hmac_key (required, secret),
-/// checkpoint_topic, checkpoint_interval, shutdown_grace, admin_addr (see the README).
+/// checkpoint_topic, checkpoint_interval, shutdown_grace, producer_linger, admin_addr (see the README).
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {

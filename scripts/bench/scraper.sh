@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 n=${1:-20000}
-concurrency=${SCRAPER_BENCH_CONCURRENCY:-64}
+concurrency=${SCRAPER_BENCH_CONCURRENCY:-128}
 cargo build --release -p marketflow-market -p marketflow-scraper --bins
 bin=${CARGO_TARGET_DIR:-target}/release
 port=${SCRAPER_BENCH_PORT:-18092}
