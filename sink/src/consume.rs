@@ -324,6 +324,9 @@ pub struct Consumption {
     paused: Arc<std::sync::atomic::AtomicBool>,
     failure: Arc<std::sync::Mutex<Option<ConsumeError>>>,
     commands: mpsc::Receiver<Command>,
+    /// Records consumed per topic since the figures were last published (per batch, not per
+    /// record: a metrics lookup per record costs more than the rest of its handling).
+    records_in: BTreeMap<Arc<str>, u64>,
 }
 
 impl std::fmt::Debug for Consumption {
@@ -367,6 +370,7 @@ impl Consumption {
             codec,
             consumer,
             commands,
+            records_in: BTreeMap::new(),
         })
     }
 
@@ -425,8 +429,7 @@ impl Consumption {
                         continue;
                     };
                     drop(message);
-                    metrics::counter!(stats::RECORDS_IN, "topic" => envelope.topic.to_string()).increment(1);
-                    self.board.lock().records_in += 1;
+                    *self.records_in.entry(envelope.topic.clone()).or_default() += 1;
                     let full = {
                         let mut pipeline = self.pipeline.lock().await;
                         let full = pipeline.batch.push(envelope);
@@ -442,6 +445,15 @@ impl Consumption {
         }
     }
 
+    fn publish_records_in(&mut self) {
+        let mut total = 0;
+        for (topic, n) in std::mem::take(&mut self.records_in) {
+            metrics::counter!(stats::RECORDS_IN, "topic" => topic.to_string()).increment(n);
+            total += n;
+        }
+        self.board.lock().records_in += total;
+    }
+
     fn take_failure(&self) -> Option<ConsumeError> {
         self.failure
             .lock()
@@ -452,6 +464,7 @@ impl Consumption {
     /// Writes the batch and commits its offsets; pauses the assignment while the database is
     /// being retried.
     async fn flush_and_commit(&mut self, mode: CommitMode) -> Result<(), ConsumeError> {
+        self.publish_records_in();
         let consumer = &self.consumer;
         let paused = self.paused.clone();
         let mut hold = |on: bool| {

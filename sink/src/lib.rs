@@ -128,6 +128,11 @@ impl Sink {
         })
     }
 
+    /// The status board (what `GET /status` shows), e.g. for a benchmark to watch.
+    pub fn board(&self) -> Board {
+        self.board.clone()
+    }
+
     /// The control routes (`/status`, `/pause`, `/resume`, `/replay`) for the admin server.
     pub fn router(&self) -> axum::Router {
         control::router(self.commands.clone(), self.board.clone())
