@@ -10,5 +10,6 @@ if [[ -z $name || ! -f scripts/bench/$name.sh ]]; then
 fi
 shift
 scripts/cluster.sh up
-eval "$(scripts/cluster.sh env)"
+# The defaults point at the local cluster; settings given in the environment stay.
+export MARKETFLOW_CLUSTER_DIR=${MARKETFLOW_CLUSTER_DIR:-$HOME/.cache/marketflow/cluster}
 exec bash "scripts/bench/$name.sh" "$@"

@@ -5,5 +5,6 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 scripts/cluster.sh up
-eval "$(scripts/cluster.sh env)"
+# The defaults point at the local cluster; settings given in the environment stay.
+export MARKETFLOW_CLUSTER_DIR=${MARKETFLOW_CLUSTER_DIR:-$HOME/.cache/marketflow/cluster}
 cargo test --workspace -- --include-ignored "$@"

@@ -85,9 +85,13 @@ async fn main() -> ExitCode {
 async fn summary(config: &Config, json: bool, wait: Option<u64>) -> ExitCode {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(wait.unwrap_or(0));
     let mut summary = marketflow_status::summary::summarize(config).await;
-    while wait.is_some() && !summary.caught_up() && std::time::Instant::now() < deadline {
-        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-        summary = marketflow_status::summary::summarize(config).await;
+    // Caught up, and the figures held still for a poll: streams' last stage has nothing in flight.
+    let mut settled = false;
+    while wait.is_some() && !settled && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        let next = marketflow_status::summary::summarize(config).await;
+        settled = next.caught_up() && summary.caught_up() && next.same_figures(&summary);
+        summary = next;
     }
     if json {
         match serde_json::to_string_pretty(&summary) {
@@ -100,7 +104,7 @@ async fn summary(config: &Config, json: bool, wait: Option<u64>) -> ExitCode {
     } else {
         print!("{}", marketflow_status::summary::text(&summary));
     }
-    if wait.is_some() && !summary.caught_up() {
+    if wait.is_some() && !settled {
         eprintln!(
             "marketflow: the sink and streams had not caught up within {}s",
             wait.unwrap_or(0)
