@@ -122,7 +122,10 @@ pub struct KafkaConfig {
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
     /// librdkafka properties passed through as they are (the escape hatch), e.g.
-    /// `"linger.ms" = "20"`. Settings that would break a guarantee are refused at start-up.
+    /// `"linger.ms" = 20`. Settings that would break a guarantee are refused at start-up. In
+    /// environment variables write the dots as underscores:
+    /// `MARKETFLOW__KAFKA__PROPERTIES__LINGER_MS=20`.
+    #[serde(deserialize_with = "property_values")]
     pub properties: BTreeMap<String, String>,
 }
 
@@ -134,6 +137,36 @@ impl Default for KafkaConfig {
             properties: BTreeMap::new(),
         }
     }
+}
+
+/// librdkafka takes every property as text; TOML and environment variables give numbers and
+/// booleans as such, so each is taken as it is written.
+fn property_values<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<BTreeMap<String, String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Value {
+        Text(String),
+        Integer(i64),
+        Unsigned(u64),
+        Float(f64),
+        Bool(bool),
+    }
+    let map = BTreeMap::<String, Value>::deserialize(deserializer)?;
+    Ok(map
+        .into_iter()
+        .map(|(key, value)| {
+            let text = match value {
+                Value::Text(text) => text,
+                Value::Integer(n) => n.to_string(),
+                Value::Unsigned(n) => n.to_string(),
+                Value::Float(x) => x.to_string(),
+                Value::Bool(b) => b.to_string(),
+            };
+            (key, text)
+        })
+        .collect())
 }
 
 /// The schema registry (Confluent REST API).
@@ -487,7 +520,7 @@ mod tests {
                 bootstrap_servers = "file:9092"
                 connect_timeout = "250ms"
                 [kafka.properties]
-                "linger.ms" = "20"
+                "linger.ms" = 20
                 [registry]
                 url = "http://file:8081"
                 [topics]
@@ -518,6 +551,26 @@ mod tests {
             assert!(
                 !format!("{config:?}").contains("hunter2"),
                 "the password leaked into Debug"
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn kafka_properties_can_come_from_the_environment() {
+        Jail::expect_with(|jail| {
+            jail.clear_env();
+            jail.set_env("MARKETFLOW__KAFKA__PROPERTIES__SESSION_TIMEOUT_MS", "6000");
+            jail.set_env("MARKETFLOW__KAFKA__PROPERTIES__CLIENT_ID", "demo");
+            let config = Config::load(None).map_err(|e| e.to_string())?;
+            let properties = &config.kafka.properties;
+            assert_eq!(
+                properties.get("session_timeout_ms").map(String::as_str),
+                Some("6000")
+            );
+            assert_eq!(
+                properties.get("client_id").map(String::as_str),
+                Some("demo")
             );
             Ok(())
         });

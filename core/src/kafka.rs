@@ -78,6 +78,13 @@ const CONSUMER_GUARDS: &[(&str, &[&str], &str)] = &[
     ),
 ];
 
+/// A librdkafka property name as given: environment variables cannot hold dots, so
+/// `MARKETFLOW__KAFKA__PROPERTIES__SESSION_TIMEOUT_MS` arrives as `session_timeout_ms` and means
+/// `session.timeout.ms` (no librdkafka property has an underscore in its name).
+fn property_name(key: &str) -> String {
+    key.replace('_', ".")
+}
+
 /// The bootstrap list and the passthrough properties, checked against `guards`.
 fn base_config(
     kafka: &KafkaConfig,
@@ -86,6 +93,7 @@ fn base_config(
     let mut config = ClientConfig::new();
     config.set("bootstrap.servers", &kafka.bootstrap_servers);
     for (key, value) in &kafka.properties {
+        let key = &property_name(key);
         if let Some((_, allowed, why)) = guards.iter().find(|(k, ..)| k == key)
             && !allowed.contains(&value.as_str())
         {
@@ -231,6 +239,18 @@ mod tests {
     fn passthrough_properties_reach_the_client() {
         let config = producer_config(&with(&[("linger.ms", "50")])).unwrap();
         assert_eq!(config.get("linger.ms"), Some("50"));
+    }
+
+    #[test]
+    fn properties_from_the_environment_have_underscores_for_dots() {
+        let config = consumer_config(&with(&[("session_timeout_ms", "6000")]), "g").unwrap();
+        assert_eq!(config.get("session.timeout.ms"), Some("6000"));
+        let err = consumer_config(&with(&[("enable_auto_commit", "true")]), "g").unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("enable.auto.commit=true is refused"),
+            "{err}"
+        );
     }
 
     #[test]
