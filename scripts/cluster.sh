@@ -37,11 +37,14 @@ die() { printf '\033[1;31mcluster: %s\033[0m\n' "$*" >&2; exit 1; }
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-# alive NAME: the process recorded in pids/NAME.pid is running.
+# alive NAME: the process recorded in pids/NAME.pid is running, and is still the program we
+# started there (after a reboot the number may belong to another process).
 alive() {
-  local pid
+  local pid program
   pid=$(cat "$STATE/pids/$1.pid" 2>/dev/null) || return 1
-  [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null
+  [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null || return 1
+  case $1 in broker-*) program=nisshi ;; mariadb) program=mariadbd ;; *) program=$1 ;; esac
+  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "$program"
 }
 
 # wait_for WHAT LOG CHECK...: runs CHECK until it succeeds, or fails naming LOG.
@@ -79,7 +82,10 @@ apt_install() {
 install_packages() {
   local missing=()
   [[ -x $PG_BIN/pg_ctl ]] || missing+=(postgresql-15)
-  command -v mariadbd >/dev/null || [[ -x /usr/sbin/mariadbd ]] || missing+=(mariadb-server mariadb-client)
+  if ! { command -v mariadbd || [[ -x /usr/sbin/mariadbd ]]; } >/dev/null ||
+    ! command -v mariadb-install-db >/dev/null || ! command -v mariadb >/dev/null; then
+    missing+=(mariadb-server mariadb-client)
+  fi
   command -v curl >/dev/null || missing+=(curl)
   command -v make >/dev/null || missing+=(make)
   if ((${#missing[@]})); then apt_install "${missing[@]}"; fi
