@@ -127,6 +127,7 @@ start_postgres() {
   local data=$STATE/postgres/data log=$STATE/postgres/postgres.log # written by user postgres
   if runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$data" status >/dev/null 2>&1; then return; fi
   mkdir -p "$STATE/postgres/run"
+  touch "$log" # before initdb's output lands in it, so that it is postgres's to write too
   chown -R postgres:postgres "$STATE/postgres"
   pg_reachable "$STATE/postgres"
   if [[ ! -f $data/PG_VERSION ]]; then
