@@ -11,7 +11,7 @@ pub struct ListingKey {
 }
 
 /// One scrape of one product page. See `core/schemas/listing.avsc` for each field's meaning.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Listing {
     /// The marketplace's product id.
     pub product_id: i64,
@@ -165,6 +165,25 @@ pub mod arbitrary {
 
     fn opt_text() -> impl Strategy<Value = Option<String>> {
         proptest::option::of(text())
+    }
+
+    /// `n` arbitrary listings with distinct product ids, the same for the same `seed`.
+    pub fn distinct_listings(n: usize, seed: u64) -> Vec<Listing> {
+        use proptest::strategy::ValueTree;
+        use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
+        let mut bytes = [0u8; 32];
+        bytes[..8].copy_from_slice(&seed.to_le_bytes());
+        let rng = TestRng::from_seed(RngAlgorithm::ChaCha, &bytes);
+        let mut runner = TestRunner::new_with_rng(Config::default(), rng);
+        let mut by_id = std::collections::BTreeMap::new();
+        while by_id.len() < n {
+            // Generating a value from a strategy without shrinking cannot fail.
+            if let Ok(tree) = listing().new_tree(&mut runner) {
+                let listing = tree.current();
+                by_id.insert(listing.product_id, listing);
+            }
+        }
+        by_id.into_values().collect()
     }
 
     /// An arbitrary listing whose every field is in the schema's domain.

@@ -49,6 +49,54 @@ impl Cluster {
     }
 }
 
+/// A MySQL database of one test's own on the local cluster's MariaDB.
+#[derive(Debug, Clone)]
+pub struct TestDatabase {
+    /// Its name.
+    pub name: String,
+    /// A URL that connects to it (the cluster's user).
+    pub url: String,
+}
+
+impl Cluster {
+    /// Creates a utf8mb4 database with a name no other test uses, and panics with
+    /// `… run scripts/cluster.sh up` when MariaDB does not answer.
+    pub async fn database(&self, prefix: &str) -> TestDatabase {
+        use secrecy::ExposeSecret;
+        use sqlx::Connection;
+        let server = self.config.sink.database_url.expose_secret();
+        let base = server.rsplit_once('/').map_or(server, |(base, _)| base);
+        let mut admin = sqlx::mysql::MySqlConnection::connect(server)
+            .await
+            .unwrap_or_else(|e| {
+                panic!("the local cluster's MariaDB is not reachable ({e}): {NEEDS_CLUSTER}")
+            });
+        let name = unique(prefix).replace('-', "_");
+        let create = format!("CREATE DATABASE `{name}` CHARACTER SET utf8mb4");
+        sqlx::query(sqlx::AssertSqlSafe(create))
+            .execute(&mut admin)
+            .await
+            .unwrap_or_else(|e| panic!("cannot create database {name}: {e}"));
+        TestDatabase {
+            url: format!("{base}/{name}"),
+            name,
+        }
+    }
+}
+
+impl TestDatabase {
+    /// Drops the database (what a test leaves behind otherwise stays for inspection).
+    pub async fn drop(&self) {
+        use sqlx::Connection;
+        if let Ok(mut connection) = sqlx::mysql::MySqlConnection::connect(&self.url).await {
+            let drop = format!("DROP DATABASE IF EXISTS `{}`", self.name);
+            let _ = sqlx::query(sqlx::AssertSqlSafe(drop))
+                .execute(&mut connection)
+                .await;
+        }
+    }
+}
+
 /// `prefix-<pid>-<time>-<n>`: unique across processes and within one.
 pub fn unique(prefix: &str) -> String {
     static COUNTER: AtomicU32 = AtomicU32::new(0);

@@ -12,26 +12,10 @@ use marketflow_core::kafka::{create_consumer, create_producer};
 use marketflow_core::record::{Listing, ListingKey, arbitrary};
 use marketflow_core::schema::{self, Part};
 use marketflow_core::testkit::{Cluster, unique};
-use proptest::strategy::{Strategy, ValueTree};
-use proptest::test_runner::TestRunner;
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::FutureRecord;
 use rdkafka::topic_partition_list::Offset;
-
-/// `n` arbitrary listings with distinct product ids.
-fn listings(n: usize) -> Vec<Listing> {
-    let mut runner = TestRunner::deterministic();
-    let mut by_id = BTreeMap::new();
-    while by_id.len() < n {
-        let listing = arbitrary::listing()
-            .new_tree(&mut runner)
-            .unwrap()
-            .current();
-        by_id.insert(listing.product_id, listing);
-    }
-    by_id.into_values().collect()
-}
 
 #[tokio::test]
 #[ignore = "needs the local cluster: scripts/cluster.sh up"]
@@ -45,7 +29,7 @@ async fn listings_produced_via_one_broker_are_consumed_via_another_in_a_group() 
     let mut via_first = cluster.config.kafka.clone();
     via_first.bootstrap_servers = "127.0.0.1:19092".into();
     let producer = create_producer(&via_first).unwrap();
-    let sent = listings(60);
+    let sent = arbitrary::distinct_listings(60, 1);
     let mut partitions = BTreeSet::new();
     for listing in &sent {
         let key = keys.encode(&listing.key()).await.unwrap();
@@ -114,7 +98,7 @@ async fn listings_produced_via_one_broker_are_consumed_via_another_in_a_group() 
 async fn the_same_schema_gets_the_same_id_from_every_codec() {
     let cluster = Cluster::require().await;
     let topic = unique("ids");
-    let listing = listings(1).remove(0);
+    let listing = arbitrary::distinct_listings(1, 2).remove(0);
     let first = Codec::new(&cluster.config.registry).unwrap();
     let second = Codec::new(&cluster.config.registry).unwrap();
     let a = first

@@ -16,7 +16,6 @@ use marketflow_core::record::{ListingSum, ListingSumKey};
 use marketflow_core::testkit::{Cluster, unique};
 use rdkafka::consumer::Consumer;
 use rdkafka::message::Message;
-use secrecy::ExposeSecret;
 use sqlx::Connection;
 use sqlx::mysql::MySqlConnection;
 
@@ -94,16 +93,8 @@ async fn the_demo_completes_and_its_counts_agree_with_mysql_and_the_sums_topic()
             .unwrap();
     }
 
-    let database = tag.replace('-', "_");
-    let admin_url = cluster.config.sink.database_url.expose_secret().to_owned();
-    let mut admin = MySqlConnection::connect(&admin_url)
-        .await
-        .unwrap_or_else(|e| panic!("MySQL is not reachable ({e}): run scripts/cluster.sh up"));
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE `{database}`")))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    let database_url = format!("{}/{database}", admin_url.rsplit_once('/').unwrap().0);
+    let database = cluster.database("demo").await;
+    let database_url = database.url.clone();
 
     let run_dir = tempfile::tempdir().unwrap();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/demo.sh");
@@ -257,8 +248,5 @@ async fn the_demo_completes_and_its_counts_agree_with_mysql_and_the_sums_topic()
     .unwrap();
     assert_eq!(total.count + over, counted, "{report}");
 
-    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE `{database}`")))
-        .execute(&mut admin)
-        .await
-        .unwrap();
+    database.drop().await;
 }

@@ -96,17 +96,8 @@ async fn status_shows_each_topic_group_subject_table_and_sum_with_its_figures() 
     }
 
     // A database of its own with a table of 5 rows.
-    let database = tag.replace('-', "_");
-    let admin_url = cluster.config.sink.database_url.expose_secret().to_owned();
-    let mut admin = MySqlConnection::connect(&admin_url)
-        .await
-        .unwrap_or_else(|e| panic!("MySQL is not reachable ({e}): run scripts/cluster.sh up"));
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE `{database}`")))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    let url = format!("{}/{database}", admin_url.rsplit_once('/').unwrap().0);
-    let mut db = MySqlConnection::connect(&url).await.unwrap();
+    let database = cluster.database("status").await;
+    let mut db = MySqlConnection::connect(&database.url).await.unwrap();
     sqlx::query("CREATE TABLE `rows of mine` (id INT PRIMARY KEY)")
         .execute(&mut db)
         .await
@@ -115,7 +106,7 @@ async fn status_shows_each_topic_group_subject_table_and_sum_with_its_figures() 
         .execute(&mut db)
         .await
         .unwrap();
-    config.sink.database_url = SecretString::from(url);
+    config.sink.database_url = SecretString::from(database.url.clone());
 
     let status = marketflow_status::collect(&config, Some(&tag)).await;
     assert!(status.errors.is_empty(), "{:?}", status.errors);
@@ -193,8 +184,5 @@ async fn status_shows_each_topic_group_subject_table_and_sum_with_its_figures() 
         "credentials leaked"
     );
 
-    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE `{database}`")))
-        .execute(&mut admin)
-        .await
-        .unwrap();
+    database.drop().await;
 }

@@ -386,25 +386,11 @@ mod tests {
     fn listing(id: i64, price: Option<i64>, category: Option<&str>) -> Listing {
         Listing {
             product_id: id,
-            title: String::new(),
             price,
             condition: "used".into(),
             sale_status: "on_sale".into(),
-            category_path: None,
             category_level1: category.map(str::to_owned),
-            category_level2: None,
-            category_level3: None,
-            category_level4: None,
-            description: String::new(),
-            seller: None,
-            location: None,
-            view_count: None,
-            wish_count: None,
-            chat_count: None,
-            image_urls: Vec::new(),
-            posted_at: None,
-            scraped_at: 0,
-            source_url: String::new(),
+            ..Listing::default()
         }
     }
 

@@ -102,26 +102,9 @@ pub async fn register_forward(codec: &Codec, topic: &str) -> Result<ForwardIds, 
 
 fn sample_listing() -> Listing {
     Listing {
-        product_id: 0,
-        title: String::new(),
-        price: None,
         condition: "unknown".into(),
         sale_status: "unknown".into(),
-        category_path: None,
-        category_level1: None,
-        category_level2: None,
-        category_level3: None,
-        category_level4: None,
-        description: String::new(),
-        seller: None,
-        location: None,
-        view_count: None,
-        wish_count: None,
-        chat_count: None,
-        image_urls: Vec::new(),
-        posted_at: None,
-        scraped_at: 0,
-        source_url: String::new(),
+        ..Listing::default()
     }
 }
 

@@ -13,14 +13,12 @@ use futures::future::join_all;
 use marketflow_core::Config;
 use marketflow_core::codec::Codec;
 use marketflow_core::kafka::create_producer;
-use marketflow_core::record::{Listing, ListingKey, arbitrary};
+use marketflow_core::record::{Listing, ListingKey};
 use marketflow_core::schema::{self, Part, SchemaFile};
-use marketflow_core::testkit::{Cluster, NEEDS_CLUSTER, unique};
+use marketflow_core::testkit::{Cluster, TestDatabase, unique};
 use marketflow_sink::Sink;
-use proptest::strategy::{Strategy, ValueTree};
-use proptest::test_runner::TestRunner;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 use serde::Serialize;
 use sqlx::mysql::MySqlPoolOptions;
 use sqlx::{MySqlPool, Row};
@@ -41,28 +39,10 @@ impl Env {
     /// Requires the cluster and MariaDB, and creates `sink_test_<unique>`.
     pub async fn new(prefix: &str) -> Self {
         let cluster = Cluster::require().await;
-        let server = cluster.config.sink.database_url.expose_secret().to_owned();
-        let base = server
-            .rsplit_once('/')
-            .map_or(server.as_str(), |(b, _)| b)
-            .to_owned();
-        let admin = MySqlPoolOptions::new()
-            .max_connections(1)
-            .acquire_timeout(Duration::from_secs(5))
-            .connect(&server)
-            .await
-            .unwrap_or_else(|e| {
-                panic!("MariaDB is not reachable at {base} ({e}): {NEEDS_CLUSTER}")
-            });
-        let database = unique(&format!("sink_test_{prefix}")).replace('-', "_");
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "CREATE DATABASE `{database}` CHARACTER SET utf8mb4"
-        )))
-        .execute(&admin)
-        .await
-        .unwrap();
-        admin.close().await;
-        let url = format!("{base}/{database}");
+        let TestDatabase {
+            name: database,
+            url,
+        } = cluster.database(&format!("sink_test_{prefix}")).await;
         let pool = MySqlPoolOptions::new()
             .max_connections(2)
             .connect(&url)
@@ -249,25 +229,7 @@ impl Env {
 }
 
 /// `n` arbitrary listings with distinct product ids, from `seed`.
-pub fn listings(n: usize, seed: u64) -> Vec<Listing> {
-    let mut runner = TestRunner::new_with_rng(
-        proptest::test_runner::Config::default(),
-        proptest::test_runner::TestRng::from_seed(proptest::test_runner::RngAlgorithm::ChaCha, &{
-            let mut bytes = [0u8; 32];
-            bytes[..8].copy_from_slice(&seed.to_le_bytes());
-            bytes
-        }),
-    );
-    let mut by_id = BTreeMap::new();
-    while by_id.len() < n {
-        let listing = arbitrary::listing()
-            .new_tree(&mut runner)
-            .unwrap()
-            .current();
-        by_id.insert(listing.product_id, listing);
-    }
-    by_id.into_values().collect()
-}
+pub use marketflow_core::record::arbitrary::distinct_listings as listings;
 
 /// A sink running in this process.
 pub struct Running {
