@@ -88,10 +88,17 @@ async fn summary(config: &Config, json: bool, wait: Option<u64>) -> ExitCode {
     // Caught up, and the figures held still for a poll: streams' last stage has nothing in flight.
     let mut settled = false;
     while wait.is_some() && !settled && std::time::Instant::now() < deadline {
+        eprint!(
+            "\r  waiting: {}   ",
+            marketflow_status::summary::progress(&summary)
+        );
         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
         let next = marketflow_status::summary::summarize(config).await;
         settled = next.caught_up() && summary.caught_up() && next.same_figures(&summary);
         summary = next;
+    }
+    if wait.is_some() {
+        eprintln!("\r  {}   ", marketflow_status::summary::progress(&summary));
     }
     if json {
         match serde_json::to_string_pretty(&summary) {

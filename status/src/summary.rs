@@ -164,6 +164,21 @@ fn parse_dropped(metrics: &str) -> BTreeMap<String, u64> {
     out
 }
 
+/// One line of how far the pipeline is: each group's lag and the rows written so far.
+pub fn progress(summary: &Summary) -> String {
+    let lags: Vec<String> = summary
+        .lags
+        .iter()
+        .filter_map(|(group, lag)| lag.map(|lag| format!("{group} lag {lag}")))
+        .collect();
+    let rows: i64 = summary.tables.iter().map(|t| t.rows).sum();
+    let summed = summary.total.as_ref().map_or(0, |t| t.count);
+    format!(
+        "{}; {rows} rows in MySQL; {summed} listings summed",
+        lags.join(", ")
+    )
+}
+
 /// The figures as lines of `label  key=value ...`, easy to read and to check.
 pub fn text(summary: &Summary) -> String {
     let mut out = String::new();
