@@ -93,7 +93,7 @@ install_packages() {
 
 install_nisshi() {
   if [[ -x $NISSHI ]] && "$NISSHI" --version 2>/dev/null | grep -q "$NISSHI_VERSION"; then return; fi
-  say "building the broker, nisshi $NISSHI_VERSION, from crates.io into $TOOLS (first run only: ~13 min on 2 cores)"
+  say "building the broker, nisshi $NISSHI_VERSION, from crates.io into $TOOLS (first run only: 11-17 minutes on 2 cores)"
   mkdir -p "$TOOLS"
   # --ignore-rust-version: a dependency declares Rust 1.96; it builds and runs on 1.95.
   CARGO_TARGET_DIR=$TOOLS/build cargo install nisshi --version "$NISSHI_VERSION" --locked \

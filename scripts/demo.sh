@@ -70,7 +70,7 @@ if [[ ${1:-} == stop ]]; then
 fi
 [[ $# == 0 ]] || die "usage: scripts/demo.sh [stop]"
 
-step "1/5 The local cluster: brokers, schema registry, MariaDB (a first run compiles the broker from crates.io, ~15 minutes; later runs take seconds)"
+step "1/5 The local cluster: brokers, schema registry, MariaDB (a first run compiles the broker from crates.io, 11-17 minutes; later runs take seconds)"
 scripts/cluster.sh up
 # The programs' defaults point at the local cluster; settings given in the environment stay.
 export MARKETFLOW_CLUSTER_DIR=$STATE
