@@ -100,7 +100,7 @@ install_nisshi() {
     --ignore-rust-version --features dynostore,libsql,postgres --root "$TOOLS" \
     2>&1 | grep -E --line-buffered '^\s*(Compiling|Installing|Installed|error|warning: build failed)' >&2 || true
   rm -rf "$TOOLS/build"
-  [[ -x $NISSHI ]] || die "building nisshi failed; run: cargo install nisshi --version $NISSHI_VERSION --locked --ignore-rust-version --features dynostore,libsql,postgres --root $TOOLS"
+  "$NISSHI" --version 2>/dev/null | grep -q "$NISSHI_VERSION" || die "building nisshi failed; run: cargo install nisshi --version $NISSHI_VERSION --locked --ignore-rust-version --features dynostore,libsql,postgres --root $TOOLS"
 }
 
 build_registry() {
@@ -165,7 +165,7 @@ start_brokers() {
 }
 
 start_registry() {
-  local bin=$ROOT/target/debug/registry log=$STATE/logs/registry.log
+  local bin=${CARGO_TARGET_DIR:-$ROOT/target}/debug/registry log=$STATE/logs/registry.log
   if alive registry; then return; fi
   port_open "$REGISTRY_PORT" && die "port $REGISTRY_PORT is taken by a process this script did not start"
   say "starting the schema registry on 127.0.0.1:$REGISTRY_PORT"
@@ -207,10 +207,12 @@ create_topics() {
   local existing topic
   existing=$("$NISSHI" topic list --broker "tcp://127.0.0.1:${BROKER_PORTS[0]}" 2>/dev/null || true)
   for topic in "${TOPICS[@]}"; do
-    if grep -qw -- "$topic" <<<"$existing"; then continue; fi
+    # The listing is JSON: match the name exactly ("listings" is not "listings-dlq").
+    if grep -qF -- "\"name\":\"$topic\"" <<<"$existing"; then continue; fi
     "$NISSHI" topic create "$topic" --partitions "$PARTITIONS" --silent \
       --broker "tcp://127.0.0.1:${BROKER_PORTS[0]}" >/dev/null 2>&1 ||
-      "$NISSHI" topic list --broker "tcp://127.0.0.1:${BROKER_PORTS[0]}" 2>/dev/null | grep -qw -- "$topic" ||
+      "$NISSHI" topic list --broker "tcp://127.0.0.1:${BROKER_PORTS[0]}" 2>/dev/null |
+      grep -qF -- "\"name\":\"$topic\"" ||
       die "cannot create topic $topic on 127.0.0.1:${BROKER_PORTS[0]}"
   done
 }
@@ -284,5 +286,5 @@ case ${1:-} in
   down) down ;;
   status) status ;;
   env) print_env ;;
-  *) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+  *) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac

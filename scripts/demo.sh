@@ -75,7 +75,8 @@ scripts/cluster.sh up
 # The programs' defaults point at the local cluster; settings given in the environment stay.
 export MARKETFLOW_CLUSTER_DIR=$STATE
 
-case $PROFILE in dev | test) BIN=$ROOT/target/debug ;; *) BIN=$ROOT/target/$PROFILE ;; esac
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+case $PROFILE in dev | test) BIN=$TARGET/debug ;; *) BIN=$TARGET/$PROFILE ;; esac
 BIN=${DEMO_BIN:-$BIN}
 if [[ ${DEMO_BUILD:-1} != 0 ]]; then
   step "2/5 Building market, scraper, sink, streams and marketflow ($PROFILE)"
