@@ -15,10 +15,15 @@
 //! * **Restore replays the changelog.** On assignment the partition's changelog is read from the
 //!   beginning to its end and every change is applied again, in order, skipping one at or before
 //!   the offset already applied (a retry's or an old owner's late duplicate). The state is then
-//!   exactly the state after input offset `P`, the last one recorded, and the input is read again
-//!   from `P + 1`: no input counted twice, none missed. Records between the last changelog write
-//!   and the crash changed nothing durable, so reading them again is harmless. Compaction may
-//!   drop a product's older records; the latest one per product is what the state needs.
+//!   exactly the state after input offset `P`, the last one recorded: no input counted twice,
+//!   none missed. Compaction may drop a product's older records; the latest one per product is
+//!   what the state needs.
+//! * **Input resumes at the group's committed offset `C`.** It is committed only once the
+//!   producer has delivered everything sent for the records before it (changelog records and
+//!   forwards to the affordable topic), so every record before `C` is in the state and forwarded.
+//!   Records from `C` to `P` (a crash between the changelog's delivery and the commit) are read
+//!   again only to forward them: the state skips them. So the affordable topic gets every accepted
+//!   listing at least once, and the sums count each exactly once.
 //! * **Sums leave as idempotent partial sums.** A partition's share of each touched sum is sent
 //!   to the partials topic with its position `P` as version. Processing is deterministic, so the
 //!   share at a given position is always the same; the merge stage keeps the highest version per

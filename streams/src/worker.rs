@@ -37,6 +37,8 @@ use crate::state::{Restorer, StateError};
 
 /// How often consumer lag is measured.
 const LAG_INTERVAL: Duration = Duration::from_secs(5);
+/// How long asking the group's committed offsets may take at assignment.
+const COMMITTED_TIMEOUT: Duration = Duration::from_secs(10);
 /// How many times a restore, or a registry call, is tried before the stage gives up.
 const ATTEMPTS: u32 = 5;
 
@@ -132,6 +134,9 @@ struct Owned {
     state: Aggregator,
     dirty: BTreeSet<ListingSumKey>,
     lag: Option<i64>,
+    /// The last input offset processed, whether it changed the state or not: what the group's
+    /// committed offset moves to once everything sent for it is delivered.
+    processed: Option<i64>,
 }
 
 /// The stage's state, behind the consumer context so that the rebalance callback reaches it.
@@ -170,7 +175,7 @@ impl ConsumerContext for Context {
         let mut engine = self.engine();
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                let assignment = engine.assign(tpl);
+                let assignment = engine.assign(consumer, tpl);
                 if let Err(source) = consumer.assign(&assignment) {
                     let topic = engine.setup.config.topics.listings.clone();
                     engine.fail(WorkerError::Consume { topic, source });
@@ -183,11 +188,15 @@ impl ConsumerContext for Context {
                 if err != RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS {
                     tracing::warn!(error = ?err, "Rebalance failed; giving up the partitions.");
                 }
-                let flushed = engine
-                    .flush(consumer)
-                    .and_then(|()| Ok(engine.setup.output.flush()?));
-                if let Err(error) = flushed {
-                    engine.fail(error);
+                // After a failure nothing more is made durable: the failed record's offset
+                // must not be committed.
+                if engine.fatal.is_none() {
+                    let flushed = engine
+                        .flush(consumer)
+                        .and_then(|()| Ok(engine.setup.output.flush()?));
+                    if let Err(error) = flushed {
+                        engine.fail(error);
+                    }
                 }
                 engine.parts.clear();
                 engine.publish();
@@ -206,9 +215,16 @@ impl Engine {
         }
     }
 
-    /// Restores each assigned partition and returns the assignment starting right after the
-    /// offset each state reflects.
-    fn assign(&mut self, tpl: &TopicPartitionList) -> TopicPartitionList {
+    /// Restores each assigned partition and returns the assignment starting at the group's
+    /// committed offset: everything before it was processed and everything sent for it delivered
+    /// (the producer is flushed before each commit). Input between that offset and the position
+    /// the restored state reflects is read again only to forward it (see `process`); with no
+    /// committed offset, from the beginning.
+    fn assign(
+        &mut self,
+        consumer: &BaseConsumer<Context>,
+        tpl: &TopicPartitionList,
+    ) -> TopicPartitionList {
         let topic = self.setup.config.topics.listings.clone();
         let mut positioned = TopicPartitionList::new();
         let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
@@ -230,10 +246,27 @@ impl Engine {
                 return positioned;
             }
         };
+        let committed: BTreeMap<i32, i64> = match consumer
+            .committed_offsets(tpl.clone(), COMMITTED_TIMEOUT)
+        {
+            Ok(list) => list
+                .elements()
+                .iter()
+                .filter_map(|e| match e.offset() {
+                    Offset::Offset(offset) => Some((e.partition(), offset)),
+                    _ => None,
+                })
+                .collect(),
+            Err(error) => {
+                // Reading from the beginning only forwards again what was forwarded: safe.
+                tracing::warn!(%error, "Committed offsets unknown; reading the partitions from the beginning.");
+                BTreeMap::new()
+            }
+        };
         for (partition, state) in states {
-            let start = state
-                .position()
-                .map_or(Offset::Beginning, |p| Offset::Offset(p + 1));
+            let start = committed
+                .get(&partition)
+                .map_or(Offset::Beginning, |c| Offset::Offset(*c));
             // Re-announce every share: one sent before a crash may not have landed.
             let dirty = state.keys_summed().cloned().collect();
             self.parts.insert(
@@ -242,6 +275,7 @@ impl Engine {
                     state,
                     dirty,
                     lag: None,
+                    processed: None,
                 },
             );
             if let Err(source) = positioned.add_partition_offset(&topic, partition, start) {
@@ -266,15 +300,17 @@ impl Engine {
         let Some(part) = self.parts.get(&partition) else {
             return Ok(());
         };
-        if part.state.position().is_some_and(|p| offset <= p) {
-            metrics::counter!("streams_records_skipped_total").increment(1);
-            return Ok(());
-        }
+        // The state already reflects this record: it is read again only to forward it, since
+        // its forward may not have been delivered before a crash (at least once).
+        let replayed = part.state.position().is_some_and(|p| offset <= p);
         let (fields, product_id) = match self.decode(message)? {
             Some(decoded) => decoded,
             None => {
-                metrics::counter!("streams_records_dropped_total", "reason" => DropReason::Undecodable.label())
-                    .increment(1);
+                if !replayed {
+                    metrics::counter!("streams_records_dropped_total", "reason" => DropReason::Undecodable.label())
+                        .increment(1);
+                }
+                self.processed(partition, offset);
                 return Ok(());
             }
         };
@@ -289,6 +325,15 @@ impl Engine {
             version,
             self.setup.config.streams.max_price,
         );
+        if replayed {
+            metrics::counter!("streams_records_skipped_total").increment(1);
+            if let Some(Verdict::Accept(_)) = verdict {
+                self.begin()?;
+                self.forward(message)?;
+            }
+            self.processed(partition, offset);
+            return Ok(());
+        }
         if let Some(Verdict::Drop(reason)) = verdict {
             metrics::counter!("streams_records_dropped_total", "reason" => reason.label())
                 .increment(1);
@@ -312,7 +357,15 @@ impl Engine {
         if let Some(Verdict::Accept(_)) = verdict {
             self.forward(message)?;
         }
+        self.processed(partition, offset);
         Ok(())
+    }
+
+    /// Notes that `offset` of `partition` is processed (its effects sent).
+    fn processed(&mut self, partition: i32, offset: i64) {
+        if let Some(part) = self.parts.get_mut(&partition) {
+            part.processed = Some(offset);
+        }
     }
 
     /// The fields of the listing (`None` for a tombstone) and its product id; `Ok(None)` when
@@ -411,15 +464,28 @@ impl Engine {
         Ok(())
     }
 
-    /// Sends each partition's share of the sums it touched since the last flush, then commits:
-    /// the transaction with the input offsets under `exactly_once`, else the input offsets
-    /// alone (informational: restores start from the changelog, not from them).
+    /// Sends each partition's share of the sums it touched since the last flush, then commits
+    /// the input offsets processed: with the transaction under `exactly_once`, else once the
+    /// producer has delivered everything sent for them (forwards and changelog records), so that
+    /// a restart from the committed offset loses no forward.
     fn flush(&mut self, consumer: &BaseConsumer<Context>) -> Result<(), WorkerError> {
         self.last_flush = Instant::now();
         self.begin()?;
         let partials_topic = self.setup.config.streams.partials_topic.clone();
         let mut offsets = TopicPartitionList::new();
         for (partition, part) in &mut self.parts {
+            if let Some(processed) = part.processed {
+                offsets
+                    .add_partition_offset(
+                        &self.setup.config.topics.listings,
+                        *partition,
+                        Offset::Offset(processed + 1),
+                    )
+                    .map_err(|source| WorkerError::Consume {
+                        topic: self.setup.config.topics.listings.clone(),
+                        source,
+                    })?;
+            }
             let Some(position) = part.state.position() else {
                 continue;
             };
@@ -434,16 +500,6 @@ impl Engine {
                 )?;
                 metrics::counter!("streams_partials_sent_total").increment(1);
             }
-            offsets
-                .add_partition_offset(
-                    &self.setup.config.topics.listings,
-                    *partition,
-                    Offset::Offset(position + 1),
-                )
-                .map_err(|source| WorkerError::Consume {
-                    topic: self.setup.config.topics.listings.clone(),
-                    source,
-                })?;
         }
         if self.in_transaction {
             let group = consumer
@@ -452,7 +508,9 @@ impl Engine {
             self.setup.output.commit(&offsets, &group)?;
             self.in_transaction = false;
         } else if offsets.count() > 0 {
-            // Best effort: the group's committed offsets only feed lag views.
+            self.setup.output.flush()?;
+            // Asynchronous is enough: a commit lost to a crash only means reading again, and
+            // forwarding again, what the state already reflects.
             let _ = consumer.commit(&offsets, CommitMode::Async);
         }
         self.setup.output.check()?;
@@ -585,9 +643,16 @@ impl Worker {
         // Leave the group cleanly: the revoke callback makes everything durable.
         let ended = {
             let mut engine = self.consumer.context().engine();
-            let flushed = engine
-                .flush(&self.consumer)
-                .and_then(|()| Ok(engine.setup.output.flush()?));
+            // After a failure nothing more is made durable: the failed record's offset must not
+            // be committed (an open transaction is aborted by the broker when the next instance
+            // initialises the same transactional id, or when it times out).
+            let flushed = if outcome.is_ok() && engine.fatal.is_none() {
+                engine
+                    .flush(&self.consumer)
+                    .and_then(|()| Ok(engine.setup.output.flush()?))
+            } else {
+                Ok(())
+            };
             engine.parts.clear();
             flushed
         };

@@ -6,12 +6,14 @@
 
 mod support;
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use marketflow_core::record::Listing;
 use support::{
-    Pipeline, Rng, await_records_in, expected_distinct, free_port, kill, produce_slowly, status,
-    terminate, workload,
+    Op, Pipeline, Rng, await_records_in, expected_distinct, free_port, kill, produce_slowly,
+    read_all, status, terminate, workload,
 };
 
 fn seed() -> u64 {
@@ -36,7 +38,12 @@ async fn killed_at_ten_random_points_and_restarted_the_sums_stay_exact() {
     let pipeline = Arc::new(Pipeline::new("streams-kill").await);
     let ops = workload(12_000, seed);
     let expected = expected_distinct(&ops);
-    let producer = produce_slowly(pipeline.clone(), ops, 24, Duration::from_millis(1_500));
+    let producer = produce_slowly(
+        pipeline.clone(),
+        ops.clone(),
+        24,
+        Duration::from_millis(1_500),
+    );
 
     let port = free_port();
     for kill_no in 1..=10 {
@@ -59,6 +66,27 @@ async fn killed_at_ten_random_points_and_restarted_the_sums_stay_exact() {
         .await_sums(&expected, Duration::from_secs(120))
         .await;
     assert!(terminate(&mut streams).success());
+
+    // Every accepted version reached the affordable topic at least once, kills or not.
+    let accepted: BTreeSet<(i64, Option<i64>, Option<String>)> = ops
+        .iter()
+        .filter_map(|op| match op {
+            Op::Version(l) if l.price.is_some_and(|p| p <= 1_000_000) => {
+                Some((l.product_id, l.price, l.category_level1.clone()))
+            }
+            _ => None,
+        })
+        .collect();
+    let mut forwarded = BTreeSet::new();
+    for (_, value) in read_all(&pipeline.cluster, &pipeline.affordable).await {
+        let l: Listing = pipeline.codec.decode(&value).await.unwrap();
+        forwarded.insert((l.product_id, l.price, l.category_level1));
+    }
+    let missing: Vec<_> = accepted.difference(&forwarded).take(10).collect();
+    assert!(
+        missing.is_empty(),
+        "accepted listings never forwarded (first 10): {missing:?}"
+    );
 }
 
 #[tokio::test]
