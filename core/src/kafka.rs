@@ -39,6 +39,19 @@ pub enum ClientError {
         /// What librdkafka said.
         detail: String,
     },
+    /// The cluster refused to create a topic the program needs.
+    #[error(
+        "the Kafka cluster at {servers} refused to create topic {topic}: {code}; create it by \
+         hand (scripts/cluster.sh up creates the project's topics) or check the brokers' logs"
+    )]
+    TopicRefused {
+        /// The topic.
+        topic: String,
+        /// The bootstrap list.
+        servers: String,
+        /// The broker's answer.
+        code: RDKafkaErrorCode,
+    },
     /// librdkafka refused the configuration or a request.
     #[error("kafka client error: {0}")]
     Kafka(#[from] KafkaError),
@@ -193,18 +206,52 @@ pub async fn check_reachable(kafka: &KafkaConfig) -> Result<(), ClientError> {
 /// they are.
 ///
 /// # Errors
-/// [`ClientError`] when the cluster refuses a creation for another reason than its existence.
+/// [`ClientError::TopicRefused`] when the cluster refuses a creation for another reason than the
+/// topic's existence.
 pub async fn ensure_topics(kafka: &KafkaConfig, topics: &[(&str, i32)]) -> Result<(), ClientError> {
+    create_topics(kafka, topics, false).await
+}
+
+/// As [`ensure_topics`], with `cleanup.policy=compact` (topics where only each key's latest
+/// record matters: checkpoints, changelogs).
+///
+/// # Errors
+/// [`ClientError::TopicRefused`] as [`ensure_topics`].
+pub async fn ensure_compacted_topics(
+    kafka: &KafkaConfig,
+    topics: &[(&str, i32)],
+) -> Result<(), ClientError> {
+    create_topics(kafka, topics, true).await
+}
+
+async fn create_topics(
+    kafka: &KafkaConfig,
+    topics: &[(&str, i32)],
+    compacted: bool,
+) -> Result<(), ClientError> {
     let admin = create_admin(kafka)?;
     let new: Vec<NewTopic<'_>> = topics
         .iter()
-        .map(|(name, partitions)| NewTopic::new(name, *partitions, TopicReplication::Fixed(-1)))
+        .map(|(name, partitions)| {
+            let topic = NewTopic::new(name, *partitions, TopicReplication::Fixed(-1));
+            if compacted {
+                topic.set("cleanup.policy", "compact")
+            } else {
+                topic
+            }
+        })
         .collect();
     let options = AdminOptions::new().operation_timeout(Some(kafka.connect_timeout));
     for result in admin.create_topics(&new, &options).await? {
         match result {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((_, code)) => return Err(ClientError::Kafka(KafkaError::AdminOp(code))),
+            Err((topic, code)) => {
+                return Err(ClientError::TopicRefused {
+                    topic,
+                    servers: kafka.bootstrap_servers.clone(),
+                    code,
+                });
+            }
         }
     }
     Ok(())

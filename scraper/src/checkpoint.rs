@@ -21,9 +21,8 @@ use marketflow_core::config::KafkaConfig;
 use marketflow_core::kafka::{self, ClientError};
 use marketflow_core::record::ListingKey;
 use rdkafka::Offset;
-use rdkafka::admin::{AdminOptions, NewTopic, TopicReplication};
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message, OwnedMessage};
 use rdkafka::producer::FutureProducer;
 use rdkafka::topic_partition_list::TopicPartitionList;
@@ -242,22 +241,7 @@ impl Store {
 /// [`CheckpointError::Client`] when the cluster refuses the creation for another reason than
 /// the topic's existence.
 pub async fn ensure_topic(kafka: &KafkaConfig, topic: &str) -> Result<(), CheckpointError> {
-    let admin = kafka::create_admin(kafka)?;
-    let new = NewTopic::new(topic, 1, TopicReplication::Fixed(-1)).set("cleanup.policy", "compact");
-    let options = AdminOptions::new().operation_timeout(Some(kafka.connect_timeout));
-    let results = admin
-        .create_topics([&new], &options)
-        .await
-        .map_err(ClientError::from)?;
-    for result in results {
-        match result {
-            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((_, code)) => {
-                return Err(ClientError::from(KafkaError::AdminOp(code)).into());
-            }
-        }
-    }
-    Ok(())
+    Ok(kafka::ensure_compacted_topics(kafka, &[(topic, 1)]).await?)
 }
 
 /// An id as a gauge value (ids are far below 2^53).

@@ -25,9 +25,6 @@ use marketflow_core::admin::{self, AdminError};
 use marketflow_core::codec::{Codec, CodecError};
 use marketflow_core::config::{KafkaConfig, StreamsGuarantee, StreamsSemantics};
 use marketflow_core::kafka::{self, ClientError};
-use rdkafka::admin::{AdminOptions, NewTopic, TopicReplication};
-use rdkafka::error::KafkaError;
-use rdkafka::types::RDKafkaErrorCode;
 use tokio_util::sync::CancellationToken;
 
 use crate::control::{Control, Status};
@@ -278,27 +275,7 @@ async fn partitions(kafka_config: &KafkaConfig, topic: &str) -> Result<Option<us
 }
 
 async fn create_compacted(kafka_config: &KafkaConfig, topics: &[(&str, i32)]) -> Result<(), Error> {
-    let admin = kafka::create_admin(kafka_config)?;
-    let new: Vec<NewTopic<'_>> = topics
-        .iter()
-        .map(|(name, partitions)| {
-            NewTopic::new(name, *partitions, TopicReplication::Fixed(-1))
-                .set("cleanup.policy", "compact")
-        })
-        .collect();
-    let options = AdminOptions::new().operation_timeout(Some(kafka_config.connect_timeout));
-    let results = admin
-        .create_topics(&new, &options)
-        .await
-        .map_err(ClientError::Kafka)?;
-    for result in results {
-        match result {
-            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((_, code)) => {
-                return Err(ClientError::Kafka(KafkaError::AdminOp(code)).into());
-            }
-        }
-    }
+    kafka::ensure_compacted_topics(kafka_config, topics).await?;
     // Give the metadata a moment to show new topics on every broker.
     tokio::time::sleep(Duration::from_millis(200)).await;
     Ok(())

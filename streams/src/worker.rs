@@ -398,7 +398,8 @@ impl Engine {
                     });
                 }
                 Err(error) => {
-                    tracing::warn!(
+                    // Data loss for the sums and the affordable topic: an operator must look.
+                    tracing::error!(
                         partition = message.partition(),
                         offset = message.offset(),
                         class = error.class(),
