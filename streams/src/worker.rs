@@ -37,6 +37,9 @@ use crate::state::{Restorer, StateError};
 
 /// How often consumer lag is measured.
 const LAG_INTERVAL: Duration = Duration::from_secs(5);
+/// How often, without transactions, the input offsets are committed (after waiting for every
+/// delivery): what a restart reads again, only to forward it, is at most this much input.
+const OFFSETS_COMMIT_INTERVAL: Duration = Duration::from_secs(5);
 /// How long asking the group's committed offsets may take at assignment.
 const COMMITTED_TIMEOUT: Duration = Duration::from_secs(10);
 /// How many times a restore, or a registry call, is tried before the stage gives up.
@@ -150,6 +153,7 @@ struct Engine {
     paused: bool,
     fatal: Option<WorkerError>,
     last_flush: Instant,
+    last_offsets_commit: Instant,
     last_lag: Instant,
 }
 
@@ -192,7 +196,7 @@ impl ConsumerContext for Context {
                 // must not be committed.
                 if engine.fatal.is_none() {
                     let flushed = engine
-                        .flush(consumer)
+                        .flush(consumer, true)
                         .and_then(|()| Ok(engine.setup.output.flush()?));
                     if let Err(error) = flushed {
                         engine.fail(error);
@@ -469,7 +473,7 @@ impl Engine {
     /// the input offsets processed: with the transaction under `exactly_once`, else once the
     /// producer has delivered everything sent for them (forwards and changelog records), so that
     /// a restart from the committed offset loses no forward.
-    fn flush(&mut self, consumer: &BaseConsumer<Context>) -> Result<(), WorkerError> {
+    fn flush(&mut self, consumer: &BaseConsumer<Context>, last: bool) -> Result<(), WorkerError> {
         self.last_flush = Instant::now();
         self.begin()?;
         let partials_topic = self.setup.config.streams.partials_topic.clone();
@@ -508,7 +512,12 @@ impl Engine {
                 .ok_or(WorkerError::NoGroupMetadata)?;
             self.setup.output.commit(&offsets, &group)?;
             self.in_transaction = false;
-        } else if offsets.count() > 0 {
+        } else if offsets.count() > 0
+            && (last || self.last_offsets_commit.elapsed() >= OFFSETS_COMMIT_INTERVAL)
+        {
+            // Waiting for every delivery stalls this stage, so it is done seldom: a crash only
+            // means forwarding again what came after the last commit.
+            self.last_offsets_commit = Instant::now();
             self.setup.output.flush()?;
             // Asynchronous is enough: a commit lost to a crash only means reading again, and
             // forwarding again, what the state already reflects.
@@ -600,6 +609,7 @@ impl Worker {
             paused: false,
             fatal: None,
             last_flush: Instant::now(),
+            last_offsets_commit: Instant::now(),
             last_lag: Instant::now(),
             setup,
         };
@@ -649,7 +659,7 @@ impl Worker {
             // initialises the same transactional id, or when it times out).
             let flushed = if outcome.is_ok() && engine.fatal.is_none() {
                 engine
-                    .flush(&self.consumer)
+                    .flush(&self.consumer, true)
                     .and_then(|()| Ok(engine.setup.output.flush()?))
             } else {
                 Ok(())
@@ -677,7 +687,7 @@ impl Worker {
                 return Err(error);
             }
             if engine.last_flush.elapsed() >= interval {
-                engine.flush(&self.consumer)?;
+                engine.flush(&self.consumer, false)?;
             }
         }
         Ok(())
