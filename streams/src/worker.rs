@@ -37,9 +37,10 @@ use crate::state::{Restorer, StateError};
 
 /// How often consumer lag is measured.
 const LAG_INTERVAL: Duration = Duration::from_secs(5);
-/// How often, without transactions, the input offsets are committed (after waiting for every
-/// delivery): what a restart reads again, only to forward it, is at most this much input.
-const OFFSETS_COMMIT_INTERVAL: Duration = Duration::from_secs(5);
+/// How often, without transactions, the input offsets are committed. Each commit first waits
+/// for every delivery, which stalls the stage; a restart reads again, only to forward it, at most
+/// this much input.
+const OFFSETS_COMMIT_INTERVAL: Duration = Duration::from_secs(30);
 /// How long asking the group's committed offsets may take at assignment.
 const COMMITTED_TIMEOUT: Duration = Duration::from_secs(10);
 /// How many times a restore, or a registry call, is tried before the stage gives up.
@@ -289,6 +290,8 @@ impl Engine {
                 });
             }
         }
+        // The first commit comes a full interval after input starts flowing, not mid-burst.
+        self.last_offsets_commit = Instant::now();
         tracing::info!(partitions = ?self.parts.keys().collect::<Vec<_>>(), "Partitions assigned.");
         self.publish();
         positioned
