@@ -39,20 +39,7 @@ async fn a_once_crawl_of_2000_ids_yields_exactly_the_expected_listings() {
     let market = Market::start(&["--products", "2500", "--captcha-rate", "0.02"]).await;
     let topics = Topics::new(&cluster).await;
     let (from, to) = (FIRST_ID, FIRST_ID + 1999);
-    let mut command = support::scraper(&market, &topics, &[]);
-    command.args([
-        "--once",
-        "--from",
-        &from.to_string(),
-        "--to",
-        &to.to_string(),
-    ]);
-    let out = support::output(command).await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = support::crawl_once(&market, &topics, from, to).await;
 
     let truth = market.truth(from, to).await;
     let records = support::read_listings(&cluster.config, &topics.listings).await;
@@ -111,20 +98,7 @@ async fn with_20_percent_429_and_500_faults_every_expected_listing_arrives() {
     .await;
     let topics = Topics::new(&cluster).await;
     let (from, to) = (FIRST_ID, FIRST_ID + 799);
-    let mut command = support::scraper(&market, &topics, &[]);
-    command.args([
-        "--once",
-        "--from",
-        &from.to_string(),
-        "--to",
-        &to.to_string(),
-    ]);
-    let out = support::output(command).await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = support::crawl_once(&market, &topics, from, to).await;
     assert_eq!(summary_counts(&out.stdout)["failed"], 0);
 
     let truth = market.truth(from, to).await;
@@ -217,20 +191,7 @@ async fn captcha_pages_are_counted_as_blocked_and_produce_nothing() {
     let market = Market::start(&["--products", "400", "--captcha-rate", "0.3"]).await;
     let topics = Topics::new(&cluster).await;
     let (from, to) = (FIRST_ID, FIRST_ID + 399);
-    let mut command = support::scraper(&market, &topics, &[]);
-    command.args([
-        "--once",
-        "--from",
-        &from.to_string(),
-        "--to",
-        &to.to_string(),
-    ]);
-    let out = support::output(command).await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = support::crawl_once(&market, &topics, from, to).await;
 
     let truth = market.truth(from, to).await;
     let blocked: Vec<i64> = truth

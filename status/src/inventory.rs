@@ -188,12 +188,7 @@ async fn programs(config: &Config) -> Vec<ProgramStatus> {
     ];
     let mut out = Vec::new();
     for (name, address) in addresses {
-        // An admin server bound to every interface is asked on loopback.
-        let asked = if address.ip().is_unspecified() {
-            SocketAddr::from(([127, 0, 0, 1], address.port()))
-        } else {
-            address
-        };
+        let asked = reachable(address);
         let up = match &client {
             Ok(client) => client
                 .get(format!("http://{asked}/healthz"))
@@ -460,6 +455,15 @@ pub(crate) async fn sums(
     // The global total first, then the largest sums.
     sums.sort_by_key(|s| (s.scope != "all", std::cmp::Reverse(s.sum)));
     Ok(sums)
+}
+
+/// Where to ask a program's admin server: one bound to every interface is asked on loopback.
+pub(crate) fn reachable(address: SocketAddr) -> SocketAddr {
+    if address.ip().is_unspecified() {
+        SocketAddr::from(([127, 0, 0, 1], address.port()))
+    } else {
+        address
+    }
 }
 
 /// A MySQL identifier in backquotes, any backquote in it doubled.

@@ -123,12 +123,7 @@ pub async fn summarize(config: &Config) -> Summary {
 
 /// `streams_records_dropped_total` by reason, read from streams' `/metrics`.
 async fn dropped(config: &Config) -> Option<BTreeMap<String, u64>> {
-    let address = config.streams.admin_addr;
-    let asked = if address.ip().is_unspecified() {
-        std::net::SocketAddr::from(([127, 0, 0, 1], address.port()))
-    } else {
-        address
-    };
+    let asked = inventory::reachable(config.streams.admin_addr);
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(2))
         .build()

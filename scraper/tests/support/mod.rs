@@ -153,6 +153,25 @@ pub async fn output(mut command: Command) -> Output {
         .unwrap()
 }
 
+/// Runs a `--once` crawl of `from..=to` to its end and checks that it succeeded.
+pub async fn crawl_once(market: &Market, topics: &Topics, from: i64, to: i64) -> Output {
+    let mut command = scraper(market, topics, &[]);
+    command.args([
+        "--once",
+        "--from",
+        &from.to_string(),
+        "--to",
+        &to.to_string(),
+    ]);
+    let out = output(command).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// Spawns `command` with its output discarded.
 pub fn spawn(mut command: Command) -> Child {
     command
