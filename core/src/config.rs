@@ -359,6 +359,12 @@ pub struct SinkConfig {
     /// ... or when its first record is this old, whichever comes first.
     #[serde(with = "humantime_serde")]
     pub batch_max_age: Duration,
+    /// Longest time between offset commits while records keep coming (a caught-up sink commits
+    /// as soon as a batch is written; so does a stop, a pause and a rebalance). `"0s"` commits
+    /// after every batch. Only written rows are ever committed; a crash re-delivers at most this
+    /// much, which the writes absorb (upserts, `pk_mode = "kafka"` keeps the row).
+    #[serde(with = "humantime_serde")]
+    pub commit_interval: Duration,
     /// Whether a tombstone (a record whose value is null) deletes its row; needs
     /// `pk_mode = "record_key"`. When off, a tombstone is a record that cannot be written.
     pub delete_enabled: bool,
@@ -405,6 +411,7 @@ impl Default for SinkConfig {
             fields_exclude: Vec::new(),
             batch_size: 500,
             batch_max_age: Duration::from_millis(500),
+            commit_interval: Duration::from_secs(1),
             delete_enabled: true,
             auto_create: true,
             auto_evolve: true,

@@ -4,9 +4,9 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use backon::BackoffBuilder;
 use marketflow_core::codec::Codec;
 use rdkafka::ClientContext;
 use rdkafka::consumer::{
@@ -21,11 +21,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::batch::Batch;
 use crate::control::{Command, ReplayFrom};
-use crate::dlq::DeadLetters;
 use crate::envelope::{self, Envelope};
 use crate::settings::Settings;
+use crate::stage::{Job, Offsets, Retry, Stage, StageHandle};
 use crate::stats::{self, Board, State};
-use crate::writer::{WriteError, Writer};
+use crate::writer::Planner;
 
 /// Why the loop stopped.
 #[derive(Debug, thiserror::Error)]
@@ -66,22 +66,18 @@ pub enum ConsumeError {
     Kafka(#[from] KafkaError),
 }
 
-/// A batch written: offsets to commit, and the error to stop with (after committing) if the
-/// batch stopped at a poison record.
-#[derive(Debug)]
-struct Flushed {
-    offsets: TopicPartitionList,
-    stop: Option<ConsumeError>,
-}
-
-/// What the loop and the rebalance callback share.
+/// What the loop and the rebalance callback share: the batch being gathered, the planner that
+/// prepares it, and the write stage it goes to.
 pub struct Pipeline {
     settings: Arc<Settings>,
     batch: Batch<Envelope>,
-    writer: Writer,
-    dead_letters: Option<DeadLetters>,
+    planner: Planner,
+    stage: Stage,
     board: Board,
     shutdown: CancellationToken,
+    /// Whether the next batch is read while one is written; not on a current-thread runtime,
+    /// where the rebalance callback could not wait for the write stage.
+    overlap: bool,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -93,142 +89,66 @@ impl std::fmt::Debug for Pipeline {
 }
 
 impl Pipeline {
-    /// A pipeline writing through `writer`, dead letters to `dead_letters` (with tolerance all).
+    /// A pipeline preparing batches with `planner` and writing them through `stage`.
     pub fn new(
         settings: Arc<Settings>,
-        writer: Writer,
-        dead_letters: Option<DeadLetters>,
+        planner: Planner,
+        stage: Stage,
         board: Board,
         shutdown: CancellationToken,
     ) -> Self {
         Self {
             batch: Batch::new(settings.batch_size, settings.batch_max_age),
+            overlap: multi_thread(),
             settings,
-            writer,
-            dead_letters,
+            planner,
+            stage,
             board,
             shutdown,
         }
     }
 
-    /// Writes the batch (retrying transient failures, calling `hold(true)` before the first
-    /// retry and `hold(false)` once through), sends its dead letters, and returns the offsets to
-    /// commit. `None` when the batch was empty.
-    async fn flush(
-        &mut self,
-        hold: &mut (dyn FnMut(bool) + Send),
-    ) -> Result<Option<Flushed>, ConsumeError> {
+    /// Prepares the buffered batch (retrying while the database is unavailable for a table's
+    /// shape or DDL) and hands it to the write stage. A batch the stage no longer takes (it
+    /// stopped on a failure, which the loop then stops with) is not written.
+    async fn flush(&mut self, hold: &mut (dyn FnMut(bool) + Send)) -> Result<(), ConsumeError> {
         if self.batch.is_empty() {
-            return Ok(None);
+            return Ok(());
         }
         let entries = self.batch.take();
-        let started = Instant::now();
-        let mut delays = self.settings.backoff().build();
-        let mut retries = 0;
-        let outcome = loop {
-            match self.writer.write(&entries).await {
-                Ok(outcome) => break outcome,
-                Err(WriteError::Transient(e)) => {
-                    let Some(delay) = delays.next() else {
-                        self.board.lock().last_error = Some(e.to_string());
-                        return Err(ConsumeError::GaveUp {
-                            retries,
-                            last: e.to_string(),
-                        });
-                    };
-                    if retries == 0 {
-                        hold(true);
-                        self.board.set_state(State::BackingOff);
-                    }
-                    retries += 1;
-                    metrics::counter!(stats::DB_RETRIES).increment(1);
-                    self.board.lock().last_error = Some(e.to_string());
-                    tracing::warn!(error = %e, retry = retries, ?delay, records = entries.len(), "Database write failed; consumption paused, retrying.");
-                    tokio::select! {
-                        () = tokio::time::sleep(delay) => {}
-                        () = self.shutdown.cancelled() => return Err(ConsumeError::GaveUp { retries, last: format!("shutdown while retrying: {e}") }),
-                    }
-                }
-                Err(WriteError::Fatal(e)) => return Err(ConsumeError::Database(e)),
+        let mut retry = Retry::new(&self.settings, &self.board, &self.shutdown);
+        let prepared = loop {
+            match self.planner.prepare(&entries).await {
+                Ok(prepared) => break retry.through(hold, prepared),
+                Err(e) => retry.wait(hold, e).await?,
             }
         };
-        if retries > 0 {
-            hold(false);
-            tracing::info!(retries, "Database back; consumption resumed.");
-            let mut status = self.board.lock();
-            status.last_error = None;
-            status.state = State::Running;
+        self.stage.submit(Job { entries, prepared }, hold).await;
+        if !self.overlap {
+            self.stage.drain().await;
         }
-        if !outcome.dead.is_empty() {
-            let letters: Vec<_> = outcome
-                .dead
-                .iter()
-                .map(|d| (&entries[d.index], &d.poison))
-                .collect();
-            let Some(dead_letters) = &self.dead_letters else {
-                return Err(ConsumeError::DeadLetter(
-                    "records to dead-letter but no dead-letter producer".into(),
-                ));
-            };
-            dead_letters
-                .send_all(&letters)
-                .await
-                .map_err(|e| ConsumeError::DeadLetter(e.to_string()))?;
-            for (envelope, poison) in &letters {
-                tracing::warn!(record = %envelope.coordinates(), class = poison.class, error = %poison.message, dlq = dead_letters.topic(), "Record dead-lettered.");
-                metrics::counter!(stats::DEAD_LETTERED, "topic" => envelope.topic.to_string())
-                    .increment(1);
-            }
-        }
-        let mut next: BTreeMap<(&str, i32), i64> = BTreeMap::new();
-        for envelope in &entries[..outcome.done] {
-            let slot = next
-                .entry((&envelope.topic, envelope.partition))
-                .or_insert(0);
-            *slot = (*slot).max(envelope.offset + 1);
-        }
-        let mut offsets = TopicPartitionList::new();
-        for ((topic, partition), offset) in &next {
-            offsets
-                .add_partition_offset(topic, *partition, Offset::Offset(*offset))
-                .map_err(ConsumeError::Kafka)?;
-        }
-        metrics::counter!(stats::BATCHES).increment(1);
-        metrics::histogram!(stats::BATCH_SECONDS).record(started.elapsed().as_secs_f64());
-        {
-            let mut status = self.board.lock();
-            status.batches += 1;
-            status.dead_lettered += outcome.dead.len() as u64;
-            for (table, rows) in &outcome.rows {
-                metrics::counter!(stats::ROWS_WRITTEN, "table" => table.clone()).increment(*rows);
-                status.rows_written += rows;
-                *status
-                    .rows_written_by_table
-                    .entry(table.clone())
-                    .or_default() += rows;
-            }
-            for (table, rows) in &outcome.deleted {
-                metrics::counter!(stats::ROWS_DELETED, "table" => table.clone()).increment(*rows);
-                status.rows_deleted += rows;
-            }
-        }
-        let rows: u64 = outcome.rows.values().sum();
-        tracing::debug!(rows, records = entries.len(), elapsed = ?started.elapsed(), "Batch written.");
-        let stop = outcome.stopped_at.map(|d| ConsumeError::Stopped {
-            coordinates: entries[d.index].coordinates(),
-            class: d.poison.class.to_owned(),
-            message: d.poison.message,
-        });
-        Ok(Some(Flushed { offsets, stop }))
+        Ok(())
+    }
+
+    /// Flushes, then waits until the stage has written everything handed to it.
+    async fn drain(&mut self, hold: &mut (dyn FnMut(bool) + Send)) -> Result<(), ConsumeError> {
+        self.flush(hold).await?;
+        self.stage.drain().await;
+        Ok(())
+    }
+
+    /// Whether nothing is buffered or being written.
+    fn caught_up(&self) -> bool {
+        self.batch.is_empty() && self.stage.idle()
     }
 }
 
 /// What the rebalance callback needs.
 pub struct SinkContext {
     pipeline: Arc<Mutex<Pipeline>>,
+    progress: StageHandle,
     board: Board,
-    paused: Arc<std::sync::atomic::AtomicBool>,
-    failure: Arc<std::sync::Mutex<Option<ConsumeError>>>,
+    paused: Arc<AtomicBool>,
 }
 
 impl ClientContext for SinkContext {}
@@ -243,7 +163,7 @@ impl ConsumerContext for SinkContext {
     fn post_rebalance(&self, base: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let assignment = base.assignment().unwrap_or_default();
         if let Rebalance::Assign(assigned) = rebalance
-            && self.paused.load(std::sync::atomic::Ordering::SeqCst)
+            && self.paused.load(Ordering::SeqCst)
             && let Err(error) = base.pause(assigned)
         {
             tracing::warn!(%error, "Cannot pause newly assigned partitions.");
@@ -255,55 +175,35 @@ impl ConsumerContext for SinkContext {
 }
 
 impl SinkContext {
-    /// Writes and commits what is buffered before partitions go to another member, so that it
-    /// never writes a record of a partition it no longer owns after that member has.
+    /// Writes and commits what is buffered or being written before partitions go to another
+    /// member, so that it never writes a record of a partition it no longer owns after that
+    /// member has.
     fn write_before_revoke(&self, base: &BaseConsumer<Self>, revoked: &TopicPartitionList) {
         let revoked_list = partitions(revoked);
-        if let Ok(pipeline) = self.pipeline.try_lock()
-            && pipeline.batch.is_empty()
-        {
-            return;
-        }
-        let multi_thread = tokio::runtime::Handle::try_current()
-            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-        if !multi_thread {
-            // Cannot wait for the database here: drop the revoked partitions' records instead
+        if multi_thread() {
+            let pipeline = self.pipeline.clone();
+            let drained = tokio::task::block_in_place(|| {
+                tokio::runtime::Handle::current()
+                    .block_on(async move { pipeline.lock().await.drain(&mut |_| {}).await })
+            });
+            if let Err(error) = drained {
+                self.progress.fail(error);
+            }
+        } else if let Ok(mut pipeline) = self.pipeline.try_lock() {
+            // Cannot wait for the database here (and nothing is being written: without
+            // overlap each batch is waited for): drop the revoked partitions' records instead
             // (not committed, so their next owner reads them again).
-            if let Ok(mut pipeline) = self.pipeline.try_lock() {
-                pipeline
-                    .batch
-                    .retain(|e| !revoked_list.contains(&(e.topic.to_string(), e.partition)));
-            }
-            return;
+            pipeline
+                .batch
+                .retain(|e| !revoked_list.contains(&(e.topic.to_string(), e.partition)));
         }
-        tracing::info!(partitions = ?revoked_list, "Partitions revoked; writing what is buffered first.");
-        let pipeline = self.pipeline.clone();
-        let flushed = tokio::task::block_in_place(|| {
-            tokio::runtime::Handle::current()
-                .block_on(async move { pipeline.lock().await.flush(&mut |_| {}).await })
-        });
-        match flushed {
-            Ok(Some(flushed)) => {
-                if flushed.offsets.count() > 0
-                    && let Err(error) = base.commit(&flushed.offsets, CommitMode::Sync)
-                {
-                    tracing::warn!(%error, "Commit before revoke failed; the next owner re-reads those records.");
-                }
-                if let Some(stop) = flushed.stop {
-                    self.fail(stop);
-                }
+        let written = offsets(self.progress.take_written(), None);
+        if written.count() > 0 {
+            tracing::info!(partitions = ?revoked_list, "Partitions revoked; committing what is written first.");
+            if let Err(error) = base.commit(&written, CommitMode::Sync) {
+                tracing::warn!(%error, "Commit before revoke failed; the next owner re-reads those records.");
             }
-            Ok(None) => {}
-            Err(e) => self.fail(e),
         }
-    }
-
-    fn fail(&self, error: ConsumeError) {
-        let mut failure = self
-            .failure
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        failure.get_or_insert(error);
     }
 }
 
@@ -314,19 +214,42 @@ fn partitions(tpl: &TopicPartitionList) -> Vec<(String, i32)> {
         .collect()
 }
 
+/// `written` as a list to commit, only the partitions in `assignment` when given (offsets of a
+/// partition given away are its new owner's to commit).
+fn offsets(written: Offsets, assignment: Option<&TopicPartitionList>) -> TopicPartitionList {
+    let mut list = TopicPartitionList::new();
+    for ((topic, partition), offset) in written {
+        if assignment.is_some_and(|a| a.find_partition(&topic, partition).is_none()) {
+            continue;
+        }
+        // Only fails for a negative offset, which `written` never holds.
+        let _ = list.add_partition_offset(&topic, partition, Offset::Offset(offset));
+    }
+    list
+}
+
+/// Whether this runs on a multi-thread runtime, where a blocking wait is allowed.
+fn multi_thread() -> bool {
+    tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
+}
+
 /// The consumer loop and what it owns.
 pub struct Consumption {
     settings: Arc<Settings>,
     codec: Arc<Codec>,
     consumer: StreamConsumer<SinkContext>,
     pipeline: Arc<Mutex<Pipeline>>,
+    stage: StageHandle,
     board: Board,
-    paused: Arc<std::sync::atomic::AtomicBool>,
-    failure: Arc<std::sync::Mutex<Option<ConsumeError>>>,
+    paused: Arc<AtomicBool>,
+    /// Whether the assignment is paused because the database is being retried.
+    held: AtomicBool,
     commands: mpsc::Receiver<Command>,
     /// Records consumed per topic since the figures were last published (per batch, not per
     /// record: a metrics lookup per record costs more than the rest of its handling).
     records_in: BTreeMap<Arc<str>, u64>,
+    last_commit: Instant,
 }
 
 impl std::fmt::Debug for Consumption {
@@ -338,12 +261,12 @@ impl std::fmt::Debug for Consumption {
 }
 
 /// The callback's context for `pipeline`, and the flags it shares with the loop.
-pub fn context(pipeline: Arc<Mutex<Pipeline>>, board: Board) -> SinkContext {
+pub fn context(pipeline: Arc<Mutex<Pipeline>>, stage: StageHandle, board: Board) -> SinkContext {
     SinkContext {
         pipeline,
+        progress: stage,
         board,
         paused: Arc::default(),
-        failure: Arc::default(),
     }
 }
 
@@ -363,24 +286,30 @@ impl Consumption {
         let context = consumer.context();
         Ok(Self {
             pipeline: context.pipeline.clone(),
+            stage: context.progress.clone(),
             board: context.board.clone(),
             paused: context.paused.clone(),
-            failure: context.failure.clone(),
+            held: AtomicBool::new(false),
             settings,
             codec,
             consumer,
             commands,
             records_in: BTreeMap::new(),
+            last_commit: Instant::now(),
         })
     }
 
-    /// Runs until `shutdown` (then writes and commits what is buffered) or an error.
+    /// Runs until `shutdown` (then writes and commits what is buffered) or an error (then
+    /// commits what was written before it).
     ///
     /// # Errors
     /// [`ConsumeError`]; nothing past the last written record is ever committed.
     pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), ConsumeError> {
         self.board.set_state(State::Running);
-        let result = self.run_loop(&shutdown).await;
+        let mut result = self.run_loop(&shutdown).await;
+        if let Err(error) = self.commit(CommitMode::Sync) {
+            result = result.and(Err(error.into()));
+        }
         let mut status = self.board.lock();
         status.state = State::Stopped;
         if let Err(e) = &result {
@@ -391,8 +320,9 @@ impl Consumption {
 
     async fn run_loop(&mut self, shutdown: &CancellationToken) -> Result<(), ConsumeError> {
         let mut deadline: Option<Instant> = None;
+        let mut progress = self.stage.watch();
         loop {
-            if let Some(error) = self.take_failure() {
+            if let Some(error) = self.stage.take_failure() {
                 return Err(error);
             }
             let due = async {
@@ -404,17 +334,33 @@ impl Consumption {
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => {
-                    self.flush_and_commit(CommitMode::Sync).await?;
-                    tracing::info!("Buffered records written and committed; stopping.");
+                    self.drain().await?;
+                    if let Some(error) = self.stage.take_failure() {
+                        return Err(error);
+                    }
+                    tracing::info!("Buffered records written; committing and stopping.");
                     return Ok(());
                 }
                 Some(command) = self.commands.recv() => {
                     self.handle(command).await?;
-                    deadline = None;
+                    deadline = self.pipeline.lock().await.batch.deadline();
                 }
                 () = due => {
-                    self.flush_and_commit(CommitMode::Async).await?;
+                    self.flush().await?;
                     deadline = None;
+                }
+                changed = progress.changed() => {
+                    if changed.is_err() {
+                        return Err(self.stage.take_failure().unwrap_or_else(|| {
+                            ConsumeError::Database("the write stage ended unexpectedly".into())
+                        }));
+                    }
+                    let holding = progress.borrow_and_update().holding;
+                    self.hold(holding);
+                    let caught_up = self.pipeline.lock().await.caught_up();
+                    if caught_up || self.last_commit.elapsed() >= self.settings.commit_interval {
+                        self.commit(CommitMode::Async)?;
+                    }
                 }
                 message = self.consumer.recv() => {
                     let message = match message {
@@ -437,7 +383,7 @@ impl Consumption {
                         full
                     };
                     if full {
-                        self.flush_and_commit(CommitMode::Async).await?;
+                        self.flush().await?;
                         deadline = None;
                     }
                 }
@@ -454,44 +400,49 @@ impl Consumption {
         self.board.lock().records_in += total;
     }
 
-    fn take_failure(&self) -> Option<ConsumeError> {
-        self.failure
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take()
+    /// Pauses the assignment while the database is being retried, and resumes it after (unless
+    /// paused through `POST /pause`).
+    fn hold(&self, on: bool) {
+        hold(&self.consumer, &self.paused, &self.held, on);
     }
 
-    /// Writes the batch and commits its offsets; pauses the assignment while the database is
-    /// being retried.
-    async fn flush_and_commit(&mut self, mode: CommitMode) -> Result<(), ConsumeError> {
+    /// Hands the batch to the write stage.
+    async fn flush(&mut self) -> Result<(), ConsumeError> {
         self.publish_records_in();
-        let consumer = &self.consumer;
-        let paused = self.paused.clone();
-        let mut hold = |on: bool| {
-            let Ok(assignment) = consumer.assignment() else {
-                return;
-            };
-            // A paused sink stays paused when the database comes back.
-            let result = if on {
-                consumer.pause(&assignment)
-            } else if !paused.load(std::sync::atomic::Ordering::SeqCst) {
-                consumer.resume(&assignment)
-            } else {
-                Ok(())
-            };
-            if let Err(error) = result {
-                tracing::warn!(%error, on, "Cannot pause or resume the assignment.");
-            }
-        };
-        let flushed = self.pipeline.lock().await.flush(&mut hold).await?;
-        if let Some(flushed) = flushed {
-            if flushed.offsets.count() > 0 {
-                self.consumer.commit(&flushed.offsets, mode)?;
-            }
-            if let Some(stop) = flushed.stop {
-                return Err(stop);
-            }
+        let mut hold = |on: bool| self.hold(on);
+        self.pipeline.lock().await.flush(&mut hold).await
+    }
+
+    /// Hands the batch to the write stage and waits until everything is written.
+    async fn drain(&mut self) -> Result<(), ConsumeError> {
+        self.publish_records_in();
+        let mut hold = |on: bool| self.hold(on);
+        self.pipeline.lock().await.drain(&mut hold).await
+    }
+
+    /// Commits the offsets the write stage finished since the last commit.
+    fn commit(&mut self, mode: CommitMode) -> Result<(), KafkaError> {
+        self.last_commit = Instant::now();
+        let written = self.stage.take_written();
+        if written.is_empty() {
+            return Ok(());
         }
+        let assignment = self.consumer.assignment()?;
+        let list = offsets(written, Some(&assignment));
+        if list.count() > 0 {
+            self.consumer.commit(&list, mode)?;
+        }
+        Ok(())
+    }
+
+    /// Writes everything buffered and commits it; stops with the write stage's failure if it
+    /// has one.
+    async fn drain_and_commit(&mut self) -> Result<(), ConsumeError> {
+        self.drain().await?;
+        if let Some(error) = self.stage.take_failure() {
+            return Err(error);
+        }
+        self.commit(CommitMode::Sync)?;
         Ok(())
     }
 
@@ -506,7 +457,7 @@ impl Consumption {
                 let _ = reply.send(result);
             }
             Command::Replay(from, reply) => {
-                if let Err(e) = self.flush_and_commit(CommitMode::Sync).await {
+                if let Err(e) = self.drain_and_commit().await {
                     let _ = reply.send(Err(e.to_string()));
                     return Err(e);
                 }
@@ -517,10 +468,8 @@ impl Consumption {
     }
 
     async fn pause(&mut self) -> Result<Value, String> {
-        self.flush_and_commit(CommitMode::Sync)
-            .await
-            .map_err(|e| e.to_string())?;
-        self.paused.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.drain_and_commit().await.map_err(|e| e.to_string())?;
+        self.paused.store(true, Ordering::SeqCst);
         let assignment = self.consumer.assignment().map_err(|e| e.to_string())?;
         self.consumer
             .pause(&assignment)
@@ -531,8 +480,7 @@ impl Consumption {
     }
 
     fn resume(&mut self) -> Result<Value, String> {
-        self.paused
-            .store(false, std::sync::atomic::Ordering::SeqCst);
+        self.paused.store(false, Ordering::SeqCst);
         let assignment = self.consumer.assignment().map_err(|e| e.to_string())?;
         self.consumer
             .resume(&assignment)
@@ -589,11 +537,30 @@ impl Consumption {
     }
 }
 
+/// Pauses (`on`) or resumes the assignment unless `held` says it already is; a sink paused
+/// through `POST /pause` stays paused.
+fn hold(consumer: &StreamConsumer<SinkContext>, paused: &AtomicBool, held: &AtomicBool, on: bool) {
+    if held.swap(on, Ordering::SeqCst) == on {
+        return;
+    }
+    let Ok(assignment) = consumer.assignment() else {
+        return;
+    };
+    let result = if on {
+        consumer.pause(&assignment)
+    } else if !paused.load(Ordering::SeqCst) {
+        consumer.resume(&assignment)
+    } else {
+        Ok(())
+    };
+    if let Err(error) = result {
+        tracing::warn!(%error, on, "Cannot pause or resume the assignment.");
+    }
+}
+
 /// Runs a blocking librdkafka call without stalling the runtime's other tasks.
 fn blocking<T>(work: impl FnOnce() -> T) -> T {
-    let multi_thread = tokio::runtime::Handle::try_current()
-        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-    if multi_thread {
+    if multi_thread() {
         tokio::task::block_in_place(work)
     } else {
         work()

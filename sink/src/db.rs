@@ -135,6 +135,15 @@ impl Database {
         })
     }
 
+    /// Another, unconnected handle on the same database.
+    pub fn sibling(&self) -> Self {
+        Self {
+            options: self.options.clone(),
+            timeout: self.timeout,
+            connection: None,
+        }
+    }
+
     /// `host:port/database`, for messages (never the user or password).
     pub fn describe(&self) -> String {
         format!(
@@ -201,17 +210,28 @@ impl Database {
         F: AsyncFnOnce(&mut MySqlConnection) -> Result<T, DbError>,
     {
         let timeout = self.timeout;
-        let describe = self.describe();
-        let result = match self.connection().await {
-            Ok(connection) => tokio::time::timeout(timeout, work(connection))
-                .await
-                .unwrap_or_else(|_| {
-                    Err(DbError::Transient(format!(
-                        "no answer from {describe} within {timeout:?}"
-                    )))
-                }),
-            Err(e) => Err(e),
-        };
+        let connection = self.connection().await?;
+        let attempt = tokio::time::timeout(timeout, work(connection)).await;
+        self.settle(attempt)
+    }
+
+    /// The result of work on the connection under [`Database::timeout`]: a timeout becomes
+    /// [`DbError::Transient`], and after a transient or fatal failure the connection is
+    /// discarded.
+    ///
+    /// # Errors
+    /// The work's [`DbError`], or [`DbError::Transient`] on timeout.
+    pub fn settle<T>(
+        &mut self,
+        attempt: Result<Result<T, DbError>, tokio::time::error::Elapsed>,
+    ) -> Result<T, DbError> {
+        let result = attempt.unwrap_or_else(|_| {
+            Err(DbError::Transient(format!(
+                "no answer from {} within {:?}",
+                self.describe(),
+                self.timeout
+            )))
+        });
         if matches!(result, Err(DbError::Transient(_) | DbError::Fatal(_))) {
             self.discard();
         }

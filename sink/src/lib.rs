@@ -11,6 +11,7 @@ pub mod dlq;
 pub mod envelope;
 pub mod settings;
 pub mod sql;
+pub mod stage;
 pub mod stats;
 pub mod table;
 pub mod typemap;
@@ -29,8 +30,9 @@ use tokio_util::sync::CancellationToken;
 use crate::consume::{ConsumeError, Consumption, Pipeline};
 use crate::db::{Database, DbError};
 use crate::settings::{Settings, SettingsError, Tolerance};
+use crate::stage::Stage;
 use crate::stats::Board;
-use crate::writer::Writer;
+use crate::writer::{Planner, Writer};
 
 /// How often the consumer lag is read.
 const LAG_INTERVAL: Duration = Duration::from_secs(2);
@@ -98,15 +100,26 @@ impl Sink {
             }
         }
         let board = Board::new(&settings.group_id);
-        let pipeline = Arc::new(Mutex::new(Pipeline::new(
+        // Tables are planned (shapes read, DDL run) on a connection of their own, so that the
+        // next batch is prepared while the write stage writes this one.
+        let planner = Planner::new(settings.clone(), database.sibling());
+        let stage = Stage::spawn(
             settings.clone(),
             Writer::new(settings.clone(), database),
             dead_letters,
             board.clone(),
             shutdown.clone(),
+        );
+        let handle = stage.handle();
+        let pipeline = Arc::new(Mutex::new(Pipeline::new(
+            settings.clone(),
+            planner,
+            stage,
+            board.clone(),
+            shutdown.clone(),
         )));
         let consumer = kafka::consumer_config(&config.kafka, &settings.group_id)?
-            .create_with_context(consume::context(pipeline, board.clone()))
+            .create_with_context(consume::context(pipeline, handle, board.clone()))
             .map_err(ClientError::from)?;
         stats::watch_lag(
             &config.kafka,

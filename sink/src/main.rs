@@ -7,6 +7,11 @@ use anyhow::Context;
 use clap::Parser;
 use marketflow_core::{Config, shutdown, telemetry};
 
+/// See the workspace's Cargo.toml: the sink allocates and frees every record's fields.
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Writes listings from Kafka into MySQL, like Kafka Connect's JDBC sink.
 ///
 /// Configuration: built-in defaults (the local cluster), then the TOML file given with --config,

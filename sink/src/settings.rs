@@ -68,6 +68,8 @@ pub struct Settings {
     pub batch_size: usize,
     /// Oldest a batch gets before it is written.
     pub batch_max_age: Duration,
+    /// Longest time between offset commits under load.
+    pub commit_interval: Duration,
     /// Whether tombstones delete.
     pub delete_enabled: bool,
     /// Whether missing tables are created.
@@ -211,6 +213,7 @@ impl Settings {
             fields_exclude: sink.fields_exclude.clone(),
             batch_size: sink.batch_size,
             batch_max_age: sink.batch_max_age,
+            commit_interval: sink.commit_interval,
             delete_enabled: sink.delete_enabled,
             auto_create: sink.auto_create,
             auto_evolve: sink.auto_evolve,

@@ -20,7 +20,7 @@ pub const ROWS_WRITTEN: &str = "sink_rows_written_total";
 pub const ROWS_DELETED: &str = "sink_rows_deleted_total";
 /// Counter: batches committed.
 pub const BATCHES: &str = "sink_batches_total";
-/// Histogram: seconds from a batch's write start to its offsets' commit.
+/// Histogram: seconds to write a batch: its transaction (retries included) and dead letters.
 pub const BATCH_SECONDS: &str = "sink_batch_duration_seconds";
 /// Counter: records sent to the dead-letter topic, by source topic.
 pub const DEAD_LETTERED: &str = "sink_dead_lettered_total";

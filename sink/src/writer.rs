@@ -1,6 +1,8 @@
-//! The writer: a batch of envelopes planned into rows of their tables and written in one
-//! transaction as multi-row statements; records that can never be written are set aside as dead
-//! letters (or, with `errors_tolerance = "none"`, the batch stops before the first of them).
+//! Writing batches, in two halves so that one batch is written while the next is prepared: the
+//! [`Planner`] turns a batch of envelopes into rows of their tables (creating and evolving tables
+//! on a connection of its own) and builds its multi-row statements; the [`Writer`] runs them in
+//! one transaction on the write connection. Records that can never be written are set aside as
+//! dead letters (or, with `errors_tolerance = "none"`, the batch stops before the first of them).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -73,16 +75,41 @@ enum Op {
     Dead(Poison),
 }
 
-/// Writes batches to the database.
+/// A batch planned into rows and statements, ready for the [`Writer`].
+pub struct Prepared {
+    ops: Vec<Op>,
+    /// The statements of `ops`, built ahead; `None` once run (a retry builds them again).
+    statements: Option<Vec<QueryBuilder<MySql>>>,
+}
+
+impl std::fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prepared")
+            .field("ops", &self.ops.len())
+            .field("statements", &self.statements.as_ref().map(Vec::len))
+            .finish()
+    }
+}
+
+impl Prepared {
+    /// What writing the batch did (once the writer has written it).
+    pub fn outcome(&mut self, tolerance: Tolerance) -> Outcome {
+        outcome(std::mem::take(&mut self.ops), tolerance)
+    }
+}
+
+/// Plans batches: the tables' shapes, creating and evolving them, and the rows and statements of
+/// each record.
 #[derive(Debug)]
-pub struct Writer {
+pub struct Planner {
     settings: Arc<Settings>,
+    /// For reading table shapes and for DDL; the rows go through the [`Writer`]'s connection.
     db: Database,
     tables: Tables,
 }
 
-impl Writer {
-    /// A writer to `db`.
+impl Planner {
+    /// A planner reading and changing tables through `db`.
     pub fn new(settings: Arc<Settings>, db: Database) -> Self {
         Self {
             tables: Tables::new(settings.clone()),
@@ -91,17 +118,13 @@ impl Writer {
         }
     }
 
-    /// The database, e.g. for a start-up ping.
-    pub fn database(&mut self) -> &mut Database {
-        &mut self.db
-    }
-
-    /// Writes `batch` in one transaction. Retrying the same batch after an error is safe.
+    /// Plans `batch` and builds its statements. With tolerance none the plan ends at the first
+    /// record that cannot be written. Retrying after an error is safe.
     ///
     /// # Errors
-    /// [`WriteError::Transient`] when the database is unavailable (nothing was committed),
+    /// [`WriteError::Transient`] when the database is unavailable for a table's shape or DDL,
     /// [`WriteError::Fatal`] when retrying cannot help.
-    pub async fn write(&mut self, batch: &[Envelope]) -> Result<Outcome, WriteError> {
+    pub async fn prepare(&mut self, batch: &[Envelope]) -> Result<Prepared, WriteError> {
         let mut ops = Vec::with_capacity(batch.len());
         for envelope in batch {
             let op = self.op(envelope).await?;
@@ -111,19 +134,11 @@ impl Writer {
                 break;
             }
         }
-        let result = self.write_all(&ops).await;
-        match result {
-            Ok(()) => Ok(outcome(ops, self.settings.tolerance)),
-            Err(DbError::Data { .. }) => {
-                // Some row is refused: find which, one statement per row, each in a savepoint.
-                self.write_one_by_one(&mut ops).await?;
-                Ok(outcome(ops, self.settings.tolerance))
-            }
-            Err(e) => {
-                self.tables.forget();
-                Err(e.into())
-            }
-        }
+        let statements = all_statements(&ops, &self.settings);
+        Ok(Prepared {
+            ops,
+            statements: Some(statements),
+        })
     }
 
     async fn op(&mut self, envelope: &Envelope) -> Result<Op, WriteError> {
@@ -179,81 +194,63 @@ impl Writer {
             })
         }))
     }
+}
 
-    fn on_duplicate(&self) -> OnDuplicate {
-        match (self.settings.insert_mode, self.settings.pk_mode) {
-            (InsertMode::Upsert, _) => OnDuplicate::Update,
-            // The same record again (a re-delivery after a crash): keep the row.
-            (_, PkMode::Kafka) => OnDuplicate::Keep,
-            _ => OnDuplicate::Fail,
+/// The statements of a batch's ops.
+type Statements = Vec<QueryBuilder<MySql>>;
+
+/// Writes prepared batches on the write connection.
+#[derive(Debug)]
+pub struct Writer {
+    settings: Arc<Settings>,
+    db: Database,
+}
+
+impl Writer {
+    /// A writer writing to `db`.
+    pub fn new(settings: Arc<Settings>, db: Database) -> Self {
+        Self { settings, db }
+    }
+
+    /// Writes `batch` in one transaction; rows the database refuses become dead letters (with
+    /// tolerance none: the batch ends before the first). Retrying the same batch after an error
+    /// is safe: nothing of a failed attempt was committed.
+    ///
+    /// # Errors
+    /// [`WriteError::Transient`] when the database is unavailable (nothing was committed),
+    /// [`WriteError::Fatal`] when retrying cannot help.
+    pub async fn write(&mut self, batch: &mut Prepared) -> Result<(), WriteError> {
+        let statements = match batch.statements.take() {
+            Some(statements) => statements,
+            None => all_statements(&batch.ops, &self.settings),
+        };
+        match self.write_all(statements).await {
+            Ok(()) => Ok(()),
+            // Some row is refused: find which, one statement per row, each in a savepoint.
+            Err(DbError::Data { .. }) => self.write_one_by_one(&mut batch.ops).await,
+            Err(e) => Err(e.into()),
         }
     }
 
-    /// Every op in one transaction, consecutive writes (or deletes) of one plan as one statement.
-    async fn write_all(&mut self, ops: &[Op]) -> Result<(), DbError> {
-        let on_duplicate = self.on_duplicate();
-        let update = self.settings.insert_mode == InsertMode::Update;
-        self.db
-            .with_timeout(async |c: &mut MySqlConnection| {
-                let mut tx = c.begin().await.map_err(|e| classify(&e))?;
-                let mut start = 0;
-                while start < ops.len() {
-                    let end = run_end(ops, start);
-                    for mut statement in statements(&ops[start..end], on_duplicate, update) {
-                        tx.execute(statement.build())
-                            .await
-                            .map_err(|e| classify(&e))?;
-                    }
-                    start = end;
-                }
-                tx.commit().await.map_err(|e| classify(&e))
-            })
-            .await
+    /// The statements in one transaction.
+    async fn write_all(&mut self, statements: Statements) -> Result<(), DbError> {
+        let timeout = self.db.timeout();
+        let connection = self.db.connection().await?;
+        let attempt = tokio::time::timeout(timeout, write_all(connection, statements)).await;
+        self.db.settle(attempt)
     }
 
     /// Every op in one transaction, one statement each in its own savepoint; refused rows become
     /// dead letters (with tolerance none: the first one ends the batch there, and nothing after
     /// it is written).
     async fn write_one_by_one(&mut self, ops: &mut [Op]) -> Result<(), WriteError> {
-        let on_duplicate = self.on_duplicate();
-        let update = self.settings.insert_mode == InsertMode::Update;
+        let kind = statement_kind(&self.settings);
         let tolerate = self.settings.tolerance == Tolerance::All;
-        let refused: Vec<(usize, DbError)> = self
-            .db
-            .with_timeout(async |c: &mut MySqlConnection| {
-                let mut refused = Vec::new();
-                let mut tx = c.begin().await.map_err(|e| classify(&e))?;
-                for (i, op) in ops.iter().enumerate() {
-                    let mut savepoint = tx.begin().await.map_err(|e| classify(&e))?;
-                    let mut result = Ok(());
-                    for mut statement in statements(std::slice::from_ref(op), on_duplicate, update)
-                    {
-                        if let Err(e) = savepoint.execute(statement.build()).await {
-                            result = Err(classify(&e));
-                            break;
-                        }
-                    }
-                    match result {
-                        Ok(()) => savepoint.commit().await.map_err(|e| classify(&e))?,
-                        Err(e @ DbError::Data { .. }) => {
-                            savepoint.rollback().await.map_err(|e| classify(&e))?;
-                            refused.push((i, e));
-                            if !tolerate {
-                                break;
-                            }
-                        }
-                        Err(e) => return Err(e),
-                    }
-                }
-                tx.commit().await.map_err(|e| classify(&e))?;
-                Ok(refused)
-            })
-            .await
-            .map_err(|e| {
-                self.tables.forget();
-                WriteError::from(e)
-            })?;
-        for (i, e) in refused {
+        let timeout = self.db.timeout();
+        let connection = self.db.connection().await?;
+        let attempt =
+            tokio::time::timeout(timeout, write_one_by_one(connection, ops, kind, tolerate)).await;
+        for (i, e) in self.db.settle(attempt)? {
             ops[i] = Op::Dead(Poison {
                 class: e.class(),
                 message: e.to_string(),
@@ -261,6 +258,77 @@ impl Writer {
         }
         Ok(())
     }
+}
+
+// Plain async fns, not closures: the write stage's task must be `Send`, which the compiler
+// cannot prove of an async closure taking the connection by reference (rust-lang/rust#110338).
+
+async fn write_all(c: &mut MySqlConnection, statements: Statements) -> Result<(), DbError> {
+    let mut tx = c.begin().await.map_err(|e| classify(&e))?;
+    for mut statement in statements {
+        tx.execute(statement.build())
+            .await
+            .map_err(|e| classify(&e))?;
+    }
+    tx.commit().await.map_err(|e| classify(&e))
+}
+
+async fn write_one_by_one(
+    c: &mut MySqlConnection,
+    ops: &[Op],
+    (on_duplicate, update): (OnDuplicate, bool),
+    tolerate: bool,
+) -> Result<Vec<(usize, DbError)>, DbError> {
+    let mut refused = Vec::new();
+    let mut tx = c.begin().await.map_err(|e| classify(&e))?;
+    for (i, op) in ops.iter().enumerate() {
+        let mut savepoint = tx.begin().await.map_err(|e| classify(&e))?;
+        let mut result = Ok(());
+        for mut statement in statements(std::slice::from_ref(op), on_duplicate, update) {
+            if let Err(e) = savepoint.execute(statement.build()).await {
+                result = Err(classify(&e));
+                break;
+            }
+        }
+        match result {
+            Ok(()) => savepoint.commit().await.map_err(|e| classify(&e))?,
+            Err(e @ DbError::Data { .. }) => {
+                savepoint.rollback().await.map_err(|e| classify(&e))?;
+                refused.push((i, e));
+                if !tolerate {
+                    break;
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    tx.commit().await.map_err(|e| classify(&e))?;
+    Ok(refused)
+}
+
+/// How a batch's rows are written: what an `INSERT` does with a key already there, and whether
+/// they are `UPDATE`s.
+fn statement_kind(settings: &Settings) -> (OnDuplicate, bool) {
+    let on_duplicate = match (settings.insert_mode, settings.pk_mode) {
+        (InsertMode::Upsert, _) => OnDuplicate::Update,
+        // The same record again (a re-delivery after a crash): keep the row.
+        (_, PkMode::Kafka) => OnDuplicate::Keep,
+        _ => OnDuplicate::Fail,
+    };
+    (on_duplicate, settings.insert_mode == InsertMode::Update)
+}
+
+/// Every op's statements, consecutive writes (or deletes) of one plan as one run.
+fn all_statements(ops: &[Op], settings: &Settings) -> Statements {
+    let (on_duplicate, update) = statement_kind(settings);
+    let mut all = Vec::new();
+    let mut start = 0;
+    while start < ops.len() {
+        let end = run_end(ops, start);
+        all.extend(statements(&ops[start..end], on_duplicate, update));
+        start = end;
+    }
+    all
 }
 
 /// The end of the run of ops starting at `start` that go into the same statements: writes (or
