@@ -6,9 +6,11 @@ use std::time::Duration;
 
 use futures::future::try_join_all;
 use marketflow_core::config::KafkaConfig;
-use marketflow_core::kafka::{ClientError, create_producer};
+use marketflow_core::kafka::{ClientError, producer_config};
+use rdkafka::ClientConfig;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use tokio::sync::OnceCell;
 
 use crate::envelope::{Envelope, Poison};
 
@@ -35,9 +37,12 @@ pub struct DlqError {
     pub detail: String,
 }
 
-/// The producer of dead letters.
+/// The producer of dead letters, made when the first one comes: an idle producer's polling
+/// thread costs a few percent of a core (rust-rdkafka polls with a millisecond-truncated timeout
+/// and spins through the last millisecond of every 100 ms), and most runs have none.
 pub struct DeadLetters {
-    producer: FutureProducer,
+    config: ClientConfig,
+    producer: OnceCell<FutureProducer>,
     topic: String,
 }
 
@@ -53,10 +58,14 @@ impl DeadLetters {
     /// Dead letters to `topic` through an idempotent producer.
     ///
     /// # Errors
-    /// [`ClientError`] when the producer cannot be built.
+    /// [`ClientError`] when the producer's configuration is refused (checked now, and the
+    /// producer built once, so that a bad one stops the sink at start-up).
     pub fn new(kafka: &KafkaConfig, topic: &str) -> Result<Self, ClientError> {
+        let config = producer_config(kafka)?;
+        drop(config.create::<FutureProducer>()?);
         Ok(Self {
-            producer: create_producer(kafka)?,
+            config,
+            producer: OnceCell::new(),
             topic: topic.to_owned(),
         })
     }
@@ -81,6 +90,15 @@ impl DeadLetters {
     }
 
     async fn send(&self, envelope: &Envelope, poison: &Poison) -> Result<(), DlqError> {
+        let producer = self
+            .producer
+            .get_or_try_init(async || self.config.create::<FutureProducer>())
+            .await
+            .map_err(|e| DlqError {
+                coordinates: envelope.coordinates(),
+                topic: self.topic.clone(),
+                detail: format!("cannot build the producer: {e}"),
+            })?;
         let partition = envelope.partition.to_string();
         let offset = envelope.offset.to_string();
         let headers = headers(envelope, poison, &partition, &offset);
@@ -91,7 +109,7 @@ impl DeadLetters {
         if let Some(value) = &envelope.value_bytes {
             record = record.payload(value.as_slice());
         }
-        self.producer
+        producer
             .send(record, Duration::from_secs(30))
             .await
             .map(drop)
