@@ -115,10 +115,10 @@ impl Pipeline {
         if self.batch.is_empty() {
             return Ok(());
         }
-        let entries = self.batch.take();
+        let mut entries = self.batch.take();
         let mut retry = Retry::new(&self.settings, &self.board, &self.shutdown);
         let prepared = loop {
-            match self.planner.prepare(&entries).await {
+            match self.planner.prepare(&mut entries).await {
                 Ok(prepared) => break retry.through(hold, prepared),
                 Err(e) => retry.wait(hold, e).await?,
             }

@@ -85,9 +85,9 @@ struct Wanted {
     has_default: bool,
 }
 
-/// The coordinates and decoded halves of one record, as a plan reads them.
-#[derive(Debug, Clone, Copy)]
-pub struct RecordRef<'a> {
+/// The coordinates and decoded halves of one record, as a plan takes them apart.
+#[derive(Debug, Clone)]
+pub struct Record<'a> {
     /// Its topic.
     pub topic: &'a str,
     /// Its partition.
@@ -95,9 +95,9 @@ pub struct RecordRef<'a> {
     /// Its offset.
     pub offset: i64,
     /// Its decoded key, when decoded.
-    pub key: Option<&'a Value>,
+    pub key: Option<Value>,
     /// Its decoded value; `None` for a tombstone.
-    pub value: Option<&'a Value>,
+    pub value: Option<Value>,
 }
 
 /// How the records of one (table, key schema, value schema) become rows.
@@ -113,63 +113,78 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// The row of a record, in the order of [`Plan::columns`].
+    /// The row of a record, in the order of [`Plan::columns`]; its strings move into the row.
     ///
     /// # Errors
     /// [`Unbindable`] when a field is missing or has no bound form.
-    pub fn row(&self, record: &RecordRef<'_>) -> Result<Vec<SqlValue>, Unbindable> {
-        self.sources
-            .iter()
-            .zip(&self.columns)
-            .map(|(source, column)| value_of(source, column, record))
-            .collect()
+    pub fn row(&self, record: Record<'_>) -> Result<Vec<SqlValue>, Unbindable> {
+        self.values(record, |_| true)
     }
 
     /// The primary key values of a record, in the order of [`Plan::key`].
     ///
     /// # Errors
     /// As [`Plan::row`].
-    pub fn key_row(&self, record: &RecordRef<'_>) -> Result<Vec<SqlValue>, Unbindable> {
-        self.sources
-            .iter()
-            .zip(&self.columns)
-            .filter(|(_, column)| self.key.contains(column))
-            .map(|(source, column)| value_of(source, column, record))
-            .collect()
+    pub fn key_row(&self, record: Record<'_>) -> Result<Vec<SqlValue>, Unbindable> {
+        self.values(record, |column| self.key.iter().any(|k| k == column))
+    }
+
+    fn values(
+        &self,
+        mut record: Record<'_>,
+        wanted: impl Fn(&str) -> bool,
+    ) -> Result<Vec<SqlValue>, Unbindable> {
+        let mut row = Vec::with_capacity(self.columns.len());
+        // Columns come in the schema's field order, so each field is looked for first where
+        // the one before it was found.
+        let (mut key_at, mut value_at) = (0, 0);
+        for (source, column) in self.sources.iter().zip(&self.columns) {
+            if !wanted(column) {
+                continue;
+            }
+            let missing = |what: &str| Unbindable {
+                field: column.clone(),
+                detail: format!("the record has no {what}"),
+            };
+            let value = match source {
+                Source::Topic => SqlValue::Text(record.topic.to_owned()),
+                Source::Partition => SqlValue::Int(i64::from(record.partition)),
+                Source::Offset => SqlValue::Int(record.offset),
+                Source::WholeKey => {
+                    typemap::to_sql(record.key.take().ok_or_else(|| missing("key"))?, column)?
+                }
+                Source::KeyField(name) => {
+                    let key = record.key.as_mut().ok_or_else(|| missing("key"))?;
+                    let field = take_field(key, name, &mut key_at)
+                        .ok_or_else(|| missing("such key field"))?;
+                    typemap::to_sql(field, column)?
+                }
+                Source::ValueField(name) => {
+                    let value = record.value.as_mut().ok_or_else(|| missing("value"))?;
+                    let field = take_field(value, name, &mut value_at)
+                        .ok_or_else(|| missing("such field"))?;
+                    typemap::to_sql(field, column)?
+                }
+            };
+            row.push(value);
+        }
+        Ok(row)
     }
 }
 
-fn value_of(source: &Source, column: &str, record: &RecordRef<'_>) -> Result<SqlValue, Unbindable> {
-    let missing = |what: &str| Unbindable {
-        field: column.to_owned(),
-        detail: format!("the record has no {what}"),
-    };
-    Ok(match source {
-        Source::Topic => SqlValue::Text(record.topic.to_owned()),
-        Source::Partition => SqlValue::Int(i64::from(record.partition)),
-        Source::Offset => SqlValue::Int(record.offset),
-        Source::WholeKey => typemap::to_sql(record.key.ok_or_else(|| missing("key"))?, column)?,
-        Source::KeyField(name) => {
-            let key = record.key.ok_or_else(|| missing("key"))?;
-            typemap::to_sql(
-                field(key, name).ok_or_else(|| missing("such key field"))?,
-                column,
-            )?
-        }
-        Source::ValueField(name) => {
-            let value = record.value.ok_or_else(|| missing("value"))?;
-            typemap::to_sql(
-                field(value, name).ok_or_else(|| missing("such field"))?,
-                column,
-            )?
-        }
-    })
-}
-
-fn field<'v>(record: &'v Value, name: &str) -> Option<&'v Value> {
+/// Takes field `name` out of a record (leaving null), looking at position `*at` first and
+/// leaving `*at` just past where it was found.
+fn take_field(record: &mut Value, name: &str, at: &mut usize) -> Option<Value> {
     match record {
-        Value::Record(fields) => fields.iter().find(|(n, _)| n == name).map(|(_, v)| v),
-        Value::Union(_, inner) => field(inner, name),
+        Value::Record(fields) => {
+            let position = match fields.get(*at) {
+                Some((n, _)) if n == name => *at,
+                _ => fields.iter().position(|(n, _)| n == name)?,
+            };
+            *at = position + 1;
+            Some(std::mem::replace(&mut fields[position].1, Value::Null))
+        }
+        Value::Union(_, inner) => take_field(inner, name, at),
         _ => None,
     }
 }
@@ -183,13 +198,18 @@ struct Existing {
     has_default: bool,
 }
 
+/// A record's key and value schema ids (`None`: no key decoded, or a tombstone).
+type SchemaIds = (Option<u32>, Option<u32>);
+
 /// The tables the sink writes, as far as it knows them, and the plans made for them.
 #[derive(Debug)]
 pub struct Tables {
     settings: Arc<Settings>,
     /// Lower-cased column name → column, per table; absent: not looked up yet.
     shapes: HashMap<String, Option<HashMap<String, Existing>>>,
-    plans: HashMap<(String, Option<u32>, Option<u32>), Arc<Plan>>,
+    /// Topic → plans by schema ids: looked up per record, so by the topic as it arrives,
+    /// without building the table name.
+    plans: HashMap<String, HashMap<SchemaIds, Arc<Plan>>>,
 }
 
 impl Tables {
@@ -222,11 +242,11 @@ impl Tables {
         key: Option<(u32, &Schema)>,
         value: Option<(u32, &Schema)>,
     ) -> Result<Option<Arc<Plan>>, TableError> {
-        let table = self.settings.table_name(topic);
-        let cache_key = (table.clone(), key.map(|k| k.0), value.map(|v| v.0));
-        if let Some(plan) = self.plans.get(&cache_key) {
+        let ids = (key.map(|k| k.0), value.map(|v| v.0));
+        if let Some(plan) = self.plans.get(topic).and_then(|plans| plans.get(&ids)) {
             return Ok(Some(plan.clone()));
         }
+        let table = self.settings.table_name(topic);
         let schema_ids = format!(
             "key id {} / value id {}",
             key.map_or("-".into(), |k| k.0.to_string()),
@@ -285,7 +305,10 @@ impl Tables {
             key: key_columns,
             sources: wanted.into_iter().map(|w| w.source).collect(),
         });
-        self.plans.insert(cache_key, plan.clone());
+        self.plans
+            .entry(topic.to_owned())
+            .or_default()
+            .insert(ids, plan.clone());
         Ok(Some(plan))
     }
 
@@ -715,14 +738,14 @@ mod tests {
             .unwrap()
             .resolve(&listing_key())
             .unwrap();
-        let record = RecordRef {
+        let record = Record {
             topic: "listings",
             partition: 0,
             offset: 9,
-            key: Some(&key),
-            value: Some(&value),
+            key: Some(key),
+            value: Some(value),
         };
-        let row = plan.row(&record).unwrap();
+        let row = plan.row(record.clone()).unwrap();
         assert_eq!(row.len(), plan.columns.len());
         assert_eq!(row[0], SqlValue::Int(42));
         let at = |c: &str| &row[plan.columns.iter().position(|n| n == c).unwrap()];
@@ -733,6 +756,6 @@ mod tests {
         assert_eq!(at("price"), &SqlValue::Null);
         assert_eq!(at("category_level1"), &SqlValue::Text("디지털".into()));
         assert_eq!(at("image_urls"), &SqlValue::Text("[]".into()));
-        assert_eq!(plan.key_row(&record).unwrap(), [SqlValue::Int(42)]);
+        assert_eq!(plan.key_row(record).unwrap(), [SqlValue::Int(42)]);
     }
 }

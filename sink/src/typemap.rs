@@ -247,41 +247,41 @@ pub struct Unbindable {
 ///
 /// # Errors
 /// [`Unbindable`] for timestamps outside chrono's range and types without a mapping.
-pub fn to_sql(value: &Value, field: &str) -> Result<SqlValue, Unbindable> {
+pub fn to_sql(value: Value, field: &str) -> Result<SqlValue, Unbindable> {
     let fail = |detail: String| Unbindable {
         field: field.to_owned(),
         detail,
     };
-    let datetime = |micros: Option<i64>| {
+    let datetime = |micros: Option<i64>, raw: i64| {
         micros
             .and_then(DateTime::from_timestamp_micros)
             .map(|t| SqlValue::DateTime(t.naive_utc()))
-            .ok_or_else(|| fail(format!("timestamp {value:?} is out of range")))
+            .ok_or_else(|| fail(format!("timestamp {raw} is out of range")))
     };
     Ok(match value {
         Value::Null => SqlValue::Null,
-        Value::Union(_, inner) => return to_sql(inner, field),
-        Value::Boolean(b) => SqlValue::Bool(*b),
-        Value::Int(i) | Value::TimeMillis(i) => SqlValue::Int(i64::from(*i)),
+        Value::Union(_, inner) => return to_sql(*inner, field),
+        Value::Boolean(b) => SqlValue::Bool(b),
+        Value::Int(i) | Value::TimeMillis(i) => SqlValue::Int(i64::from(i)),
         Value::Long(i)
         | Value::TimeMicros(i)
         | Value::TimestampNanos(i)
-        | Value::LocalTimestampNanos(i) => SqlValue::Int(*i),
-        Value::Float(f) => SqlValue::Double(f64::from(*f)),
-        Value::Double(f) => SqlValue::Double(*f),
-        Value::String(s) | Value::Enum(_, s) => SqlValue::Text(s.clone()),
+        | Value::LocalTimestampNanos(i) => SqlValue::Int(i),
+        Value::Float(f) => SqlValue::Double(f64::from(f)),
+        Value::Double(f) => SqlValue::Double(f),
+        Value::String(s) | Value::Enum(_, s) => SqlValue::Text(s),
         Value::Uuid(u) => SqlValue::Text(u.to_string()),
-        Value::Bytes(b) | Value::Fixed(_, b) => SqlValue::Bytes(b.clone()),
+        Value::Bytes(b) | Value::Fixed(_, b) => SqlValue::Bytes(b),
         Value::Date(days) => SqlValue::Date(
-            NaiveDate::from_epoch_days(*days)
+            NaiveDate::from_epoch_days(days)
                 .ok_or_else(|| fail(format!("date {days} is out of range")))?,
         ),
         Value::TimestampMillis(ms) | Value::LocalTimestampMillis(ms) => {
-            datetime(ms.checked_mul(1000))?
+            datetime(ms.checked_mul(1000), ms)?
         }
-        Value::TimestampMicros(us) | Value::LocalTimestampMicros(us) => datetime(Some(*us))?,
-        Value::Array(_) | Value::Map(_) | Value::Record(_) => {
-            let json = serde_json::Value::try_from(value.clone())
+        Value::TimestampMicros(us) | Value::LocalTimestampMicros(us) => datetime(Some(us), us)?,
+        value @ (Value::Array(_) | Value::Map(_) | Value::Record(_)) => {
+            let json = serde_json::Value::try_from(value)
                 .map_err(|e| fail(format!("cannot be written as JSON: {e}")))?;
             SqlValue::Text(json.to_string())
         }
@@ -381,17 +381,16 @@ mod tests {
 
     #[test]
     fn values_bind_as_their_column_types() {
-        assert_eq!(to_sql(&Value::Long(7), "f").unwrap(), SqlValue::Int(7));
+        assert_eq!(to_sql(Value::Long(7), "f").unwrap(), SqlValue::Int(7));
         assert_eq!(
-            to_sql(&Value::Union(0, Box::new(Value::Null)), "f").unwrap(),
+            to_sql(Value::Union(0, Box::new(Value::Null)), "f").unwrap(),
             SqlValue::Null
         );
         assert_eq!(
-            to_sql(&Value::Union(1, Box::new(Value::String("가".into()))), "f").unwrap(),
+            to_sql(Value::Union(1, Box::new(Value::String("가".into()))), "f").unwrap(),
             SqlValue::Text("가".into())
         );
-        let SqlValue::DateTime(t) =
-            to_sql(&Value::TimestampMillis(1_700_000_000_123), "f").unwrap()
+        let SqlValue::DateTime(t) = to_sql(Value::TimestampMillis(1_700_000_000_123), "f").unwrap()
         else {
             panic!("not a datetime")
         };
@@ -401,7 +400,7 @@ mod tests {
             Value::String("🍎".into()),
         ]);
         assert_eq!(
-            to_sql(&urls, "image_urls").unwrap(),
+            to_sql(urls, "image_urls").unwrap(),
             SqlValue::Text(r#"["a\"b","🍎"]"#.into())
         );
     }

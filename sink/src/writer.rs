@@ -11,10 +11,12 @@ use sqlx::mysql::MySqlConnection;
 use sqlx::{Connection, Executor, MySql, QueryBuilder};
 
 use crate::db::{Database, DbError, classify};
-use crate::envelope::{Content, Envelope, Poison};
+use apache_avro::types::Value;
+
+use crate::envelope::{Content, Decoded, Envelope, Poison};
 use crate::settings::{InsertMode, PkMode, Settings, Tolerance};
 use crate::sql::{self, OnDuplicate};
-use crate::table::{Plan, RecordRef, TableError, Tables};
+use crate::table::{Plan, Record, TableError, Tables};
 use crate::typemap::SqlValue;
 
 /// Bytes of bound values above which a multi-row statement is cut (well under MySQL's default
@@ -118,22 +120,28 @@ impl Planner {
         }
     }
 
-    /// Plans `batch` and builds its statements. With tolerance none the plan ends at the first
-    /// record that cannot be written. Retrying after an error is safe.
+    /// Plans `batch` and builds its statements, moving the records' decoded fields into rows.
+    /// With tolerance none the plan ends at the first record that cannot be written.
     ///
     /// # Errors
     /// [`WriteError::Transient`] when the database is unavailable for a table's shape or DDL,
-    /// [`WriteError::Fatal`] when retrying cannot help.
-    pub async fn prepare(&mut self, batch: &[Envelope]) -> Result<Prepared, WriteError> {
-        let mut ops = Vec::with_capacity(batch.len());
-        for envelope in batch {
-            let op = self.op(envelope).await?;
-            let dead = matches!(op, Op::Dead(_));
-            ops.push(op);
+    /// [`WriteError::Fatal`] when retrying cannot help. Nothing has been taken from the records
+    /// then, so the same batch can be prepared again.
+    pub async fn prepare(&mut self, batch: &mut [Envelope]) -> Result<Prepared, WriteError> {
+        let mut plans = Vec::with_capacity(batch.len());
+        for envelope in batch.iter() {
+            let planned = self.plan(envelope).await?;
+            let dead = matches!(planned, Planned::Dead(_));
+            plans.push(planned);
             if dead && self.settings.tolerance == Tolerance::None {
                 break;
             }
         }
+        let ops: Vec<Op> = batch
+            .iter_mut()
+            .zip(plans)
+            .map(|(envelope, planned)| op(envelope, planned))
+            .collect();
         let statements = all_statements(&ops, &self.settings);
         Ok(Prepared {
             ops,
@@ -141,11 +149,12 @@ impl Planner {
         })
     }
 
-    async fn op(&mut self, envelope: &Envelope) -> Result<Op, WriteError> {
+    /// How `envelope` is written, creating or evolving its table first when needed.
+    async fn plan(&mut self, envelope: &Envelope) -> Result<Planned, WriteError> {
         let (key, value) = match &envelope.content {
-            Content::Poison(poison) => return Ok(Op::Dead(poison.clone())),
+            Content::Poison(poison) => return Ok(Planned::Dead(poison.clone())),
             Content::Tombstone { .. } if !self.settings.delete_enabled => {
-                return Ok(Op::Dead(Poison {
+                return Ok(Planned::Dead(Poison {
                     class: "tombstone_not_enabled",
                     message: "a tombstone (null value) arrived and sink.delete_enabled is off"
                         .into(),
@@ -163,37 +172,59 @@ impl Planner {
                 value.map(|v| (v.schema.id, &v.schema.parsed)),
             )
             .await;
-        let plan = match planned {
-            Ok(Some(plan)) => plan,
-            Ok(None) => return Ok(Op::Skip),
-            Err(TableError::Database(e)) => return Err(e.into()),
-            Err(e) => {
-                return Ok(Op::Dead(Poison {
-                    class: e.class(),
-                    message: e.to_string(),
-                }));
-            }
-        };
-        let record = RecordRef {
-            topic: &envelope.topic,
-            partition: envelope.partition,
-            offset: envelope.offset,
-            key: key.map(|k| &k.value),
-            value: value.map(|v| &v.value),
-        };
-        let row = if value.is_some() {
-            plan.row(&record).map(|row| Op::Write(plan.clone(), row))
-        } else {
-            plan.key_row(&record)
-                .map(|key| Op::Delete(plan.clone(), key))
-        };
-        Ok(row.unwrap_or_else(|e| {
-            Op::Dead(Poison {
-                class: "value_unbindable",
+        match planned {
+            Ok(Some(plan)) => Ok(Planned::Rows(plan)),
+            Ok(None) => Ok(Planned::Skip),
+            Err(TableError::Database(e)) => Err(e.into()),
+            Err(e) => Ok(Planned::Dead(Poison {
+                class: e.class(),
                 message: e.to_string(),
-            })
-        }))
+            })),
+        }
     }
+}
+
+/// A record's plan, before its row is built.
+enum Planned {
+    Rows(Arc<Plan>),
+    Skip,
+    Dead(Poison),
+}
+
+/// `envelope`'s part in the transaction under `planned`; its decoded key and value move into
+/// the row (what is left of them is null).
+fn op(envelope: &mut Envelope, planned: Planned) -> Op {
+    let plan = match planned {
+        Planned::Rows(plan) => plan,
+        Planned::Skip => return Op::Skip,
+        Planned::Dead(poison) => return Op::Dead(poison),
+    };
+    let take = |decoded: &mut Decoded| std::mem::replace(&mut decoded.value, Value::Null);
+    let (key, value) = match &mut envelope.content {
+        Content::Record { key, value } => (key.as_mut().map(take), Some(take(value))),
+        Content::Tombstone { key } => (key.as_mut().map(take), None),
+        // Planned as dead above.
+        Content::Poison(poison) => return Op::Dead(poison.clone()),
+    };
+    let deleting = value.is_none();
+    let record = Record {
+        topic: &envelope.topic,
+        partition: envelope.partition,
+        offset: envelope.offset,
+        key,
+        value,
+    };
+    let row = if deleting {
+        plan.key_row(record).map(|key| Op::Delete(plan, key))
+    } else {
+        plan.row(record).map(|row| Op::Write(plan, row))
+    };
+    row.unwrap_or_else(|e| {
+        Op::Dead(Poison {
+            class: "value_unbindable",
+            message: e.to_string(),
+        })
+    })
 }
 
 /// The statements of a batch's ops.
