@@ -179,31 +179,37 @@ impl Codec {
     /// # Errors
     /// A [`CodecError`] naming what is wrong with the payload, or that the registry is down.
     pub async fn decode<T: DeserializeOwned>(&self, payload: &[u8]) -> Result<T, CodecError> {
-        let (id, value) = self.decode_value(payload).await?;
+        let (schema, value) = self.decode_value(payload).await?;
         apache_avro::from_value(&value).map_err(|e| CodecError::Mismatch {
-            id,
+            id: schema.id,
             target: std::any::type_name::<T>(),
             detail: e.to_string(),
         })
     }
 
-    /// Decodes a wire-format payload into a generic Avro value, with the schema id it names.
+    /// Decodes a wire-format payload into a generic Avro value, with the schema it was written
+    /// with.
     ///
     /// # Errors
     /// A [`CodecError`] naming what is wrong with the payload, or that the registry is down.
-    pub async fn decode_value(&self, payload: &[u8]) -> Result<(u32, Value), CodecError> {
+    pub async fn decode_value(
+        &self,
+        payload: &[u8],
+    ) -> Result<(Arc<AvroSchema>, Value), CodecError> {
         let id = schema_id(payload)?;
-        // Fetched first (and cached) so that an unknown id is told apart from a bad body.
-        self.schema(id).await?;
-        let decoded =
-            self.decoder
-                .decode(Some(payload))
-                .await
-                .map_err(|e| CodecError::MalformedBody {
+        match self.decoder.decode_with_schema(Some(payload)).await {
+            Ok(Some(decoded)) => Ok((decoded.schema, decoded.value)),
+            Ok(None) => Err(CodecError::Short { len: payload.len() }),
+            Err(e) => {
+                // Told apart only on failure (the schema is cached, so asking again is cheap):
+                // an unknown id or a registry that is down, else a body that does not decode.
+                self.schema(id).await?;
+                Err(CodecError::MalformedBody {
                     id,
                     detail: describe(&e),
-                })?;
-        Ok((id, decoded.value))
+                })
+            }
+        }
     }
 
     /// The schema registered under `id`.

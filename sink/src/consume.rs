@@ -13,6 +13,7 @@ use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
 use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use serde_json::{Value, json};
 use tokio::sync::{Mutex, mpsc};
@@ -249,6 +250,8 @@ pub struct Consumption {
     /// Records consumed per topic since the figures were last published (per batch, not per
     /// record: a metrics lookup per record costs more than the rest of its handling).
     records_in: BTreeMap<Arc<str>, u64>,
+    /// The names of the topics records came from.
+    topics: Vec<Arc<str>>,
     last_commit: Instant,
 }
 
@@ -295,6 +298,7 @@ impl Consumption {
             consumer,
             commands,
             records_in: BTreeMap::new(),
+            topics: Vec::new(),
             last_commit: Instant::now(),
         })
     }
@@ -370,7 +374,8 @@ impl Consumption {
                             continue;
                         }
                     };
-                    let Ok(envelope) = envelope::open(&self.codec, &self.settings, &message, shutdown).await else {
+                    let topic = intern(&mut self.topics, message.topic());
+                    let Ok(envelope) = envelope::open(&self.codec, &self.settings, topic, &message, shutdown).await else {
                         // Shutdown while the registry was down: this record is not committed.
                         continue;
                     };
@@ -535,6 +540,16 @@ impl Consumption {
         tracing::info!(partitions = offsets.len(), ?from, "Replay started.");
         Ok(json!({ "replaying_from": offsets }))
     }
+}
+
+/// The shared name of `topic` among `known` (one allocation per topic, not per record).
+fn intern(known: &mut Vec<Arc<str>>, topic: &str) -> Arc<str> {
+    if let Some(name) = known.iter().find(|name| &***name == topic) {
+        return name.clone();
+    }
+    let name: Arc<str> = Arc::from(topic);
+    known.push(name.clone());
+    name
 }
 
 /// Pauses (`on`) or resumes the assignment unless `held` says it already is; a sink paused

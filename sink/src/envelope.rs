@@ -73,7 +73,7 @@ impl Envelope {
     }
 }
 
-/// Decodes a consumed message. A registry that does not answer is waited for (with backoff,
+/// Decodes a consumed message of `topic` (shared by its records). A registry that does not answer is waited for (with backoff,
 /// until `shutdown`); everything else that fails is [`Content::Poison`].
 ///
 /// # Errors
@@ -81,6 +81,7 @@ impl Envelope {
 pub async fn open(
     codec: &Codec,
     settings: &Settings,
+    topic: Arc<str>,
     message: &BorrowedMessage<'_>,
     shutdown: &CancellationToken,
 ) -> Result<Envelope, CodecError> {
@@ -113,7 +114,7 @@ pub async fn open(
         },
     };
     Ok(Envelope {
-        topic: Arc::from(message.topic()),
+        topic,
         partition: message.partition(),
         offset: message.offset(),
         key_bytes,
@@ -136,8 +137,7 @@ async fn decode(
     );
     loop {
         let attempt = async {
-            let (id, value) = codec.decode_value(bytes).await?;
-            let schema = codec.schema(id).await?;
+            let (schema, value) = codec.decode_value(bytes).await?;
             Ok::<_, CodecError>(Decoded { schema, value })
         };
         match attempt.await {
