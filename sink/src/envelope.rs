@@ -129,12 +129,8 @@ async fn decode(
     bytes: &[u8],
     shutdown: &CancellationToken,
 ) -> Result<Result<Decoded, Poison>, CodecError> {
-    let mut delays = backon::BackoffBuilder::build(
-        settings
-            .backoff()
-            .without_max_times()
-            .with_max_delay(settings.retry_backoff_max),
-    );
+    // Built at the first failure: most records decode at once.
+    let mut delays = None;
     loop {
         let attempt = async {
             let (schema, value) = codec.decode_value(bytes).await?;
@@ -143,7 +139,17 @@ async fn decode(
         match attempt.await {
             Ok(decoded) => return Ok(Ok(decoded)),
             Err(e) if e.is_retryable() => {
-                let delay = delays.next().unwrap_or(settings.retry_backoff_max);
+                let delay = delays
+                    .get_or_insert_with(|| {
+                        backon::BackoffBuilder::build(
+                            settings
+                                .backoff()
+                                .without_max_times()
+                                .with_max_delay(settings.retry_backoff_max),
+                        )
+                    })
+                    .next()
+                    .unwrap_or(settings.retry_backoff_max);
                 tracing::warn!(error = %e, ?delay, "Schema registry unavailable; waiting.");
                 tokio::select! {
                     () = tokio::time::sleep(delay) => {}

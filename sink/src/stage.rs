@@ -319,11 +319,15 @@ impl Worker {
         }
         self.publish(&outcome, started);
         tracing::debug!(rows = outcome.rows.values().sum::<u64>(), records = entries.len(), elapsed = ?started.elapsed(), "Batch written.");
-        Ok(outcome.stopped_at.map(|d| ConsumeError::Stopped {
+        let stop = outcome.stopped_at.map(|d| ConsumeError::Stopped {
             coordinates: entries[d.index].coordinates(),
             class: d.poison.class.to_owned(),
             message: d.poison.message,
-        }))
+        });
+        // Freeing a batch's records and rows takes a while; this task is what the database
+        // waits for, so another thread does it.
+        tokio::task::spawn_blocking(move || drop((entries, prepared)));
+        Ok(stop)
     }
 
     async fn send_dead_letters(

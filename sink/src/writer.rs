@@ -95,8 +95,8 @@ impl std::fmt::Debug for Prepared {
 
 impl Prepared {
     /// What writing the batch did (once the writer has written it).
-    pub fn outcome(&mut self, tolerance: Tolerance) -> Outcome {
-        outcome(std::mem::take(&mut self.ops), tolerance)
+    pub fn outcome(&self, tolerance: Tolerance) -> Outcome {
+        outcome(&self.ops, tolerance)
     }
 }
 
@@ -440,22 +440,39 @@ fn value_size(value: &SqlValue) -> usize {
 
 /// What the ops did. With tolerance none the first dead letter ends the batch: it and every op
 /// after it count as not done.
-fn outcome(mut ops: Vec<Op>, tolerance: Tolerance) -> Outcome {
+fn outcome(mut ops: &[Op], tolerance: Tolerance) -> Outcome {
     let mut outcome = Outcome::default();
     if tolerance == Tolerance::None
         && let Some(index) = ops.iter().position(|op| matches!(op, Op::Dead(_)))
-        && let Some(Op::Dead(poison)) = ops.drain(index..).next()
+        && let Op::Dead(poison) = &ops[index]
     {
-        outcome.stopped_at = Some(DeadLetter { index, poison });
+        outcome.stopped_at = Some(DeadLetter {
+            index,
+            poison: poison.clone(),
+        });
+        ops = &ops[..index];
     }
     outcome.done = ops.len();
-    for (index, op) in ops.into_iter().enumerate() {
+    for (index, op) in ops.iter().enumerate() {
         match op {
-            Op::Write(plan, _) => *outcome.rows.entry(plan.table.clone()).or_default() += 1,
-            Op::Delete(plan, _) => *outcome.deleted.entry(plan.table.clone()).or_default() += 1,
+            Op::Write(plan, _) => count(&mut outcome.rows, &plan.table),
+            Op::Delete(plan, _) => count(&mut outcome.deleted, &plan.table),
             Op::Skip => {}
-            Op::Dead(poison) => outcome.dead.push(DeadLetter { index, poison }),
+            Op::Dead(poison) => outcome.dead.push(DeadLetter {
+                index,
+                poison: poison.clone(),
+            }),
         }
     }
     outcome
+}
+
+/// One more for `table` (its name copied only the first time).
+fn count(counts: &mut BTreeMap<String, u64>, table: &str) {
+    match counts.get_mut(table) {
+        Some(n) => *n += 1,
+        None => {
+            counts.insert(table.to_owned(), 1);
+        }
+    }
 }

@@ -8,12 +8,13 @@ use anyhow::Context;
 use futures::future::try_join_all;
 use marketflow_core::Config;
 use marketflow_core::codec::Codec;
-use marketflow_core::kafka::{create_producer, ensure_topics};
+use marketflow_core::kafka::{create_admin, create_producer, ensure_topics};
 use marketflow_core::record::Listing;
 use marketflow_core::schema::{self, Part};
 use marketflow_sink::Sink;
 use marketflow_sink::sql::{self, OnDuplicate};
 use marketflow_sink::typemap::SqlValue;
+use rdkafka::admin::AdminOptions;
 use rdkafka::producer::FutureRecord;
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::types::chrono::DateTime;
@@ -220,5 +221,13 @@ async fn main() -> anyhow::Result<()> {
     admin
         .execute(sqlx::AssertSqlSafe(format!("DROP DATABASE `{database}`")))
         .await?;
+    // The topics go too, so that repeated runs do not grow the brokers' storage.
+    let topics = [topic.as_str(), config.sink.dead_letter_topic.as_str()];
+    let deleted = create_admin(&config.kafka)?
+        .delete_topics(&topics, &AdminOptions::new())
+        .await;
+    if let Err(error) = deleted {
+        eprintln!("Could not delete the topics {topics:?}: {error}");
+    }
     Ok(())
 }
