@@ -1,6 +1,7 @@
-//! `sink-bench [N] [BATCH]`: the sink's rows/s from a pre-filled topic of N listings into MariaDB,
-//! next to the raw rate of the same rows written directly with multi-row INSERTs of the same batch
-//! size into the same database, measured in the same run. Run through `scripts/bench.sh sink`.
+//! `sink-bench [N] [BATCH] [ROUNDS]`: the sink's rows/s from a pre-filled topic of N listings into
+//! MariaDB, next to the raw rate of the same rows written directly with multi-row INSERTs of the
+//! same batch size into the same database, measured in the same run; ROUNDS (5) pairs of them, one
+//! after the other, and the median ratio. Run through `scripts/bench.sh sink`.
 
 use std::time::{Duration, Instant};
 
@@ -97,6 +98,11 @@ async fn main() -> anyhow::Result<()> {
         .next()
         .map_or(Ok(500), |a| a.parse())
         .context("BATCH")?;
+    let rounds: usize = args
+        .next()
+        .map_or(Ok(5), |a| a.parse())
+        .context("ROUNDS")?
+        .max(1);
     let mut config = Config::load(None)?;
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
@@ -146,77 +152,40 @@ async fn main() -> anyhow::Result<()> {
     // Its polling thread would otherwise share the cores with what is measured.
     drop(producer);
 
-    // The sink, from the first row to the last.
+    // Rounds of the sink (a new group and table each) and the raw loop, one after the other.
     config.sink.topics = vec![topic.clone()];
-    config.sink.group_id = format!("sink-bench-{stamp}");
     config.sink.database_url = SecretString::from(url.clone());
     config.sink.batch_size = batch;
     config.sink.dead_letter_topic = format!("sink-bench-dlq-{stamp}");
-    let shutdown = CancellationToken::new();
-    let sink = Sink::new(&config, shutdown.clone()).await?;
-    let board = sink.board();
-    let running = tokio::spawn(sink.run());
-    eprintln!("Sinking with batch size {batch}...");
-    let (mut started, mut first) = (None, 0);
-    let total = u64::try_from(n)?;
-    loop {
-        let written = board.snapshot().rows_written;
-        if started.is_none() && written > 0 {
-            (started, first) = (Some(Instant::now()), written);
-        }
-        if written >= total {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    let sink_elapsed = started.map_or(Duration::ZERO, |s| s.elapsed());
-    shutdown.cancel();
-    running.await??;
-    #[allow(clippy::cast_precision_loss)]
-    let sink_rate = (total - first) as f64 / sink_elapsed.as_secs_f64();
-
-    // The same rows, written directly: multi-row INSERTs of the same batch size, one transaction
-    // per batch, into a table of the same definition in the same database.
-    let table = marketflow_sink::settings::table_name("${topic}", &topic);
-    let mut raw = MySqlConnection::connect(&url).await?;
-    raw.execute(sqlx::AssertSqlSafe(format!(
-        "CREATE TABLE `raw_listings` LIKE `{table}`"
-    )))
-    .await?;
-    let columns: Vec<String> = sqlx::query_scalar(
-        "SELECT CAST(COLUMN_NAME AS CHAR) FROM information_schema.COLUMNS \
-         WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION",
-    )
-    .bind(&table)
-    .fetch_all(&mut raw)
-    .await?;
     let rows: Vec<Vec<SqlValue>> = listings.iter().map(row).collect();
-    let skip = usize::try_from(first)?.min(rows.len());
-    let key = vec!["product_id".to_owned()];
-    let raw_started = Instant::now();
-    for chunk in rows[skip..].chunks(batch) {
-        let refs: Vec<&[SqlValue]> = chunk.iter().map(Vec::as_slice).collect();
-        let mut tx = raw.begin().await?;
-        let mut insert = sql::insert("raw_listings", &columns, &key, OnDuplicate::Fail, &refs);
-        tx.execute(insert.build()).await?;
-        tx.commit().await?;
+    println!("listings:            {n} (batch size {batch}, {rounds} rounds)");
+    let mut ratios = Vec::new();
+    for round in 1..=rounds {
+        config.sink.group_id = format!("sink-bench-{stamp}-{round}");
+        config.sink.table_name_format = format!("r{round}_${{topic}}");
+        let (sink_rows, sink_elapsed) = sink_round(&config, n).await?;
+        let table = marketflow_sink::settings::table_name(&config.sink.table_name_format, &topic);
+        let skip = rows.len() - sink_rows;
+        let raw_elapsed = raw_round(&url, &table, round, &rows[skip..], batch).await?;
+        #[allow(clippy::cast_precision_loss)]
+        let (sink_rate, raw_rate) = (
+            sink_rows as f64 / sink_elapsed.as_secs_f64(),
+            sink_rows as f64 / raw_elapsed.as_secs_f64(),
+        );
+        println!(
+            "round {round}: sink (Kafka→MySQL) {sink_rate:>7.0} rows/s ({sink_rows} rows in \
+             {sink_elapsed:.2?}), raw (INSERT only) {raw_rate:>7.0} rows/s ({raw_elapsed:.2?}), \
+             ratio {:.1} %",
+            100.0 * sink_rate / raw_rate
+        );
+        ratios.push(100.0 * sink_rate / raw_rate);
     }
-    let raw_elapsed = raw_started.elapsed();
-    #[allow(clippy::cast_precision_loss)]
-    let raw_rate = (rows.len() - skip) as f64 / raw_elapsed.as_secs_f64();
-
-    println!("listings:            {n} (batch size {batch})");
+    ratios.sort_by(f64::total_cmp);
     println!(
-        "sink  (Kafka→MySQL): {sink_rate:>9.0} rows/s  ({} rows in {sink_elapsed:.2?})",
-        total - first
-    );
-    println!(
-        "raw   (INSERT only): {raw_rate:>9.0} rows/s  ({} rows in {raw_elapsed:.2?})",
-        rows.len() - skip
-    );
-    println!(
-        "ratio sink/raw:      {:>9.1} %",
-        100.0 * sink_rate / raw_rate
+        "ratio sink/raw:      {:>5.1} % (median of {rounds}; lowest {:.1} %, highest {:.1} %)",
+        ratios[ratios.len() / 2],
+        ratios[0],
+        ratios[ratios.len() - 1]
     );
     admin
         .execute(sqlx::AssertSqlSafe(format!("DROP DATABASE `{database}`")))
@@ -230,4 +199,64 @@ async fn main() -> anyhow::Result<()> {
         eprintln!("Could not delete the topics {topics:?}: {error}");
     }
     Ok(())
+}
+
+/// The sink from the topic's first row to its last, into the table of its configuration: rows
+/// timed (those after the first batch, which also waits for the group to form) and how long.
+async fn sink_round(config: &Config, n: i64) -> anyhow::Result<(usize, Duration)> {
+    let shutdown = CancellationToken::new();
+    let sink = Sink::new(config, shutdown.clone()).await?;
+    let board = sink.board();
+    let running = tokio::spawn(sink.run());
+    let (mut started, mut first) = (None, 0);
+    let total = u64::try_from(n)?;
+    loop {
+        let written = board.snapshot().rows_written;
+        if started.is_none() && written > 0 {
+            (started, first) = (Some(Instant::now()), written);
+        }
+        if written >= total {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let elapsed = started.map_or(Duration::ZERO, |s| s.elapsed());
+    shutdown.cancel();
+    running.await??;
+    Ok((usize::try_from(total - first)?, elapsed))
+}
+
+/// The same rows written directly: multi-row INSERTs of the same batch size into a table of
+/// the same definition in the same database, each batch one statement, which is its own
+/// transaction (as the sink writes a batch that fits one statement).
+async fn raw_round(
+    url: &str,
+    table: &str,
+    round: usize,
+    rows: &[Vec<SqlValue>],
+    batch: usize,
+) -> anyhow::Result<Duration> {
+    let raw_table = format!("raw_{round}");
+    let mut raw = MySqlConnection::connect(url).await?;
+    raw.execute(sqlx::AssertSqlSafe(format!(
+        "CREATE TABLE {} LIKE {}",
+        sql::quote(&raw_table),
+        sql::quote(table)
+    )))
+    .await?;
+    let columns: Vec<String> = sqlx::query_scalar(
+        "SELECT CAST(COLUMN_NAME AS CHAR) FROM information_schema.COLUMNS \
+         WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION",
+    )
+    .bind(table)
+    .fetch_all(&mut raw)
+    .await?;
+    let key = vec!["product_id".to_owned()];
+    let started = Instant::now();
+    for chunk in rows.chunks(batch) {
+        let refs: Vec<&[SqlValue]> = chunk.iter().map(Vec::as_slice).collect();
+        let mut insert = sql::insert(&raw_table, &columns, &key, OnDuplicate::Fail, &refs);
+        raw.execute(insert.build()).await?;
+    }
+    Ok(started.elapsed())
 }
