@@ -147,7 +147,7 @@ impl Pipeline {
 /// What the rebalance callback needs.
 pub struct SinkContext {
     pipeline: Arc<Mutex<Pipeline>>,
-    progress: StageHandle,
+    stage: StageHandle,
     board: Board,
     paused: Arc<AtomicBool>,
 }
@@ -188,7 +188,7 @@ impl SinkContext {
                     .block_on(async move { pipeline.lock().await.drain(&mut |_| {}).await })
             });
             if let Err(error) = drained {
-                self.progress.fail(error);
+                self.stage.fail(error);
             }
         } else if let Ok(mut pipeline) = self.pipeline.try_lock() {
             // Cannot wait for the database here (and nothing is being written: without
@@ -198,7 +198,7 @@ impl SinkContext {
                 .batch
                 .retain(|e| !revoked_list.contains(&(e.topic.to_string(), e.partition)));
         }
-        let written = offsets(self.progress.take_written(), None);
+        let written = offsets(self.stage.take_written(), None);
         if written.count() > 0 {
             tracing::info!(partitions = ?revoked_list, "Partitions revoked; committing what is written first.");
             if let Err(error) = base.commit(&written, CommitMode::Sync) {
@@ -267,7 +267,7 @@ impl std::fmt::Debug for Consumption {
 pub fn context(pipeline: Arc<Mutex<Pipeline>>, stage: StageHandle, board: Board) -> SinkContext {
     SinkContext {
         pipeline,
-        progress: stage,
+        stage,
         board,
         paused: Arc::default(),
     }
@@ -289,7 +289,7 @@ impl Consumption {
         let context = consumer.context();
         Ok(Self {
             pipeline: context.pipeline.clone(),
-            stage: context.progress.clone(),
+            stage: context.stage.clone(),
             board: context.board.clone(),
             paused: context.paused.clone(),
             held: AtomicBool::new(false),

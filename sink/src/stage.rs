@@ -25,7 +25,7 @@ const DEPTH: usize = 1;
 /// Next offset to commit per (topic, partition).
 pub type Offsets = BTreeMap<(Arc<str>, i32), i64>;
 
-/// A batch for the stage: its records and what the writer made of them.
+/// A batch for the stage: its records and what the planner made of them.
 #[derive(Debug)]
 pub struct Job {
     /// The records, in the order they were consumed.
@@ -41,7 +41,7 @@ pub struct Progress {
     pub done: u64,
     /// Whether the database is being retried (consumption should pause meanwhile).
     pub holding: bool,
-    /// Whether the stage stopped on a failure (see [`Stage::take_failure`]).
+    /// Whether the stage stopped on a failure (see [`StageHandle::take_failure`]).
     pub stopped: bool,
 }
 
@@ -107,9 +107,9 @@ impl Stage {
         self.handle.clone()
     }
 
-    /// Hands a batch over; waits while the stage is [`DEPTH`] batches behind, calling `hold`
+    /// Hands a batch over; waits while a batch is already waiting, calling `hold`
     /// whenever the stage starts or stops retrying the database. `false` when the stage has
-    /// stopped (see [`Stage::take_failure`]); the batch is then not written.
+    /// stopped (see [`StageHandle::take_failure`]); the batch is then not written.
     pub async fn submit(&mut self, job: Job, hold: &mut (dyn FnMut(bool) + Send)) -> bool {
         let mut watcher = self.handle.progress.clone();
         loop {
