@@ -68,7 +68,7 @@ pub struct Settings {
     pub batch_size: usize,
     /// Oldest a batch gets before it is written.
     pub batch_max_age: Duration,
-    /// Longest time between offset commits under load.
+    /// Longest time between offset commits under load (zero for inserts not keyed by offset).
     pub commit_interval: Duration,
     /// Whether tombstones delete.
     pub delete_enabled: bool,
@@ -213,7 +213,14 @@ impl Settings {
             fields_exclude: sink.fields_exclude.clone(),
             batch_size: sink.batch_size,
             batch_max_age: sink.batch_max_age,
-            commit_interval: sink.commit_interval,
+            // A plain INSERT keyed by anything but the offset turns a re-delivered record into a
+            // duplicate (a refused row or a second row), so there a re-delivery after a crash is
+            // kept to one batch.
+            commit_interval: if insert_mode == InsertMode::Insert && pk_mode != PkMode::Kafka {
+                Duration::ZERO
+            } else {
+                sink.commit_interval
+            },
             delete_enabled: sink.delete_enabled,
             auto_create: sink.auto_create,
             auto_evolve: sink.auto_evolve,
@@ -294,6 +301,29 @@ mod tests {
         assert_eq!(settings.table_name("listings"), "listings");
         assert_eq!(settings.dead_letter_topic, "listings-dlq");
         assert_eq!(settings.tolerance, Tolerance::All);
+    }
+
+    #[test]
+    fn inserts_not_keyed_by_offset_commit_after_every_batch() {
+        assert_eq!(
+            with(|_| {}).unwrap().commit_interval,
+            Duration::from_secs(1)
+        );
+        let keyed_by_value = with(|s| {
+            s.insert_mode = "insert".into();
+            s.pk_mode = "record_value".into();
+            s.delete_enabled = false;
+        })
+        .unwrap();
+        assert_eq!(keyed_by_value.commit_interval, Duration::ZERO);
+        let keyed_by_offset = with(|s| {
+            s.insert_mode = "insert".into();
+            s.pk_mode = "kafka".into();
+            s.pk_fields = vec![];
+            s.delete_enabled = false;
+        })
+        .unwrap();
+        assert_eq!(keyed_by_offset.commit_interval, Duration::from_secs(1));
     }
 
     #[test]

@@ -121,7 +121,8 @@ async fn main() -> anyhow::Result<()> {
         .context("connecting to MariaDB")?;
     admin
         .execute(sqlx::AssertSqlSafe(format!(
-            "CREATE DATABASE `{database}` CHARACTER SET utf8mb4"
+            "CREATE DATABASE {} CHARACTER SET utf8mb4",
+            sql::quote(&database)
         )))
         .await?;
     let url = format!("{base}/{database}");
@@ -188,7 +189,10 @@ async fn main() -> anyhow::Result<()> {
         ratios[ratios.len() - 1]
     );
     admin
-        .execute(sqlx::AssertSqlSafe(format!("DROP DATABASE `{database}`")))
+        .execute(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE {}",
+            sql::quote(&database)
+        )))
         .await?;
     // The topics go too, so that repeated runs do not grow the brokers' storage.
     let topics = [topic.as_str(), config.sink.dead_letter_topic.as_str()];
