@@ -162,7 +162,32 @@ impl StageHandle {
 
     /// Records why the sink must stop (the first reason wins).
     pub fn fail(&self, error: ConsumeError) {
-        lock(&self.shared.failure).get_or_insert(error);
+        self.shared.fail(error);
+    }
+}
+
+impl Shared {
+    /// Records why the sink must stop (the first reason wins).
+    fn fail(&self, error: ConsumeError) {
+        lock(&self.failure).get_or_insert(error);
+    }
+
+    /// Records `entries` as written: each partition's next offset to commit moves past them.
+    fn record(&self, entries: &[Envelope]) {
+        // Maxima first, by borrowed name: the shared map (and a clone of the topic's name) is
+        // touched once per partition, not once per record.
+        let mut next: BTreeMap<(&Arc<str>, i32), i64> = BTreeMap::new();
+        for envelope in entries {
+            let slot = next
+                .entry((&envelope.topic, envelope.partition))
+                .or_insert(0);
+            *slot = (*slot).max(envelope.offset + 1);
+        }
+        let mut written = lock(&self.written);
+        for ((topic, partition), offset) in next {
+            let slot = written.entry((topic.clone(), partition)).or_insert(0);
+            *slot = (*slot).max(offset);
+        }
     }
 }
 
@@ -273,7 +298,7 @@ impl Worker {
             let stopped = match result {
                 Ok(None) => false,
                 Ok(Some(error)) | Err(error) => {
-                    lock(&self.shared.failure).get_or_insert(error);
+                    self.shared.fail(error);
                     true
                 }
             };
@@ -308,15 +333,7 @@ impl Worker {
         }
         let outcome = prepared.outcome(self.settings.tolerance);
         self.send_dead_letters(&entries, &outcome).await?;
-        {
-            let mut written = lock(&self.shared.written);
-            for envelope in &entries[..outcome.done] {
-                let next = written
-                    .entry((envelope.topic.clone(), envelope.partition))
-                    .or_insert(0);
-                *next = (*next).max(envelope.offset + 1);
-            }
-        }
+        self.shared.record(&entries[..outcome.done]);
         self.publish(&outcome, started);
         tracing::debug!(rows = outcome.rows.values().sum::<u64>(), records = entries.len(), elapsed = ?started.elapsed(), "Batch written.");
         let stop = outcome.stopped_at.map(|d| ConsumeError::Stopped {

@@ -81,7 +81,7 @@ enum Op {
 pub struct Prepared {
     ops: Vec<Op>,
     /// The statements of `ops`, built ahead; `None` once run (a retry builds them again).
-    statements: Option<Vec<QueryBuilder<MySql>>>,
+    statements: Option<Statements>,
 }
 
 impl std::fmt::Debug for Prepared {
