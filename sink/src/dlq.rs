@@ -90,15 +90,16 @@ impl DeadLetters {
     }
 
     async fn send(&self, envelope: &Envelope, poison: &Poison) -> Result<(), DlqError> {
+        let failed = |detail: String| DlqError {
+            coordinates: envelope.coordinates(),
+            topic: self.topic.clone(),
+            detail,
+        };
         let producer = self
             .producer
             .get_or_try_init(async || self.config.create::<FutureProducer>())
             .await
-            .map_err(|e| DlqError {
-                coordinates: envelope.coordinates(),
-                topic: self.topic.clone(),
-                detail: format!("cannot build the producer: {e}"),
-            })?;
+            .map_err(|e| failed(format!("cannot build the producer: {e}")))?;
         let partition = envelope.partition.to_string();
         let offset = envelope.offset.to_string();
         let headers = headers(envelope, poison, &partition, &offset);
@@ -113,11 +114,7 @@ impl DeadLetters {
             .send(record, Duration::from_secs(30))
             .await
             .map(drop)
-            .map_err(|(e, _)| DlqError {
-                coordinates: envelope.coordinates(),
-                topic: self.topic.clone(),
-                detail: e.to_string(),
-            })
+            .map_err(|(e, _)| failed(e.to_string()))
     }
 }
 

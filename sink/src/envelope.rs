@@ -73,8 +73,9 @@ impl Envelope {
     }
 }
 
-/// Decodes a consumed message of `topic` (shared by its records). A registry that does not answer is waited for (with backoff,
-/// until `shutdown`); everything else that fails is [`Content::Poison`].
+/// Decodes a consumed message of `topic` (a name shared by its records). A registry that does
+/// not answer is waited for (with backoff, until `shutdown`); everything else that fails is
+/// [`Content::Poison`].
 ///
 /// # Errors
 /// [`CodecError`] only when shutdown came while the registry was unreachable.
@@ -132,12 +133,8 @@ async fn decode(
     // Built at the first failure: most records decode at once.
     let mut delays = None;
     loop {
-        let attempt = async {
-            let (schema, value) = codec.decode_value(bytes).await?;
-            Ok::<_, CodecError>(Decoded { schema, value })
-        };
-        match attempt.await {
-            Ok(decoded) => return Ok(Ok(decoded)),
+        match codec.decode_value(bytes).await {
+            Ok((schema, value)) => return Ok(Ok(Decoded { schema, value })),
             Err(e) if e.is_retryable() => {
                 let delay = delays
                     .get_or_insert_with(|| {
