@@ -70,7 +70,7 @@ if [[ ${1:-} == stop ]]; then
 fi
 [[ $# == 0 ]] || die "usage: scripts/demo.sh [stop]"
 
-step "1/5 The local cluster: brokers, schema registry, MariaDB (a first run compiles the broker from crates.io, 11-17 minutes; later runs take seconds)"
+step "1/5 The local cluster: three Kafka brokers, schema registry, MariaDB (a first run fetches Kafka from Maven Central and MariaDB from Debian)"
 scripts/cluster.sh up
 # The programs' defaults point at the local cluster; settings given in the environment stay.
 export MARKETFLOW_CLUSTER_DIR=$STATE

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# The test command: brings the local cluster up (installing what is missing), then runs every test
-# of the workspace, the cluster-backed ones (#[ignore = "needs the local cluster..."]) included.
+# The test command: brings the local cluster up (installing what is missing), validates
+# docker-compose.yml with a compose-spec validator, then runs every test of the workspace, the
+# cluster-backed ones (#[ignore = "needs the local cluster..."]) included.
 # Extra arguments go to the test binaries, e.g. `scripts/test.sh registry_`.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 scripts/cluster.sh up
+scripts/compose-check.sh
 # The defaults point at the local cluster; settings given in the environment stay.
 export MARKETFLOW_CLUSTER_DIR=${MARKETFLOW_CLUSTER_DIR:-$HOME/.cache/marketflow/cluster}
-cargo test --workspace -- --include-ignored "$@"
+cargo test --workspace --no-fail-fast -- --include-ignored "$@"

@@ -53,8 +53,8 @@ async fn a_producer_survives_the_loss_of_its_broker_without_loss_or_duplicates()
         .iter()
         .find(|b| b.id() == leader)
         .unwrap();
-    let index = broker.port() - 19092;
-    let pid_file = cluster_dir().join(format!("pids/broker-{index}.pid"));
+    let node = broker.port() - 19091; // Kafka node ids 1-3 listen on 19092-19094
+    let pid_file = cluster_dir().join(format!("pids/broker-{node}.pid"));
     let pid = std::fs::read_to_string(&pid_file)
         .unwrap()
         .trim()
@@ -69,7 +69,7 @@ async fn a_producer_survives_the_loss_of_its_broker_without_loss_or_duplicates()
             let killed = Command::new("kill").args(["-KILL", &pid]).status().unwrap();
             assert!(
                 killed.success(),
-                "could not kill broker {index} (pid {pid})"
+                "could not kill Kafka node {node} (pid {pid})"
             );
         }
         let payload = seq.to_string();

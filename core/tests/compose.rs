@@ -1,7 +1,9 @@
 //! A static check of `docker-compose.yml`, since no Docker engine runs where we test: it parses,
 //! every service it references exists, every `MARKETFLOW__` variable is a real config key, host
 //! ports do not collide, images are pinned, health conditions have health checks, and the brokers'
-//! quorum and replication settings agree. Deliberate mistakes make the check fail.
+//! quorum and replication settings agree, and they run the local cluster's Kafka version with its
+//! settings (`local/kafka`). Deliberate mistakes make the check fail. `scripts/test.sh` also runs
+//! a compose-spec validator (`docker-compose config -q`) on the file.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test crate: a panic is a failed test
 #![allow(clippy::result_large_err)] // figment::Jail's closures return figment's large error
@@ -13,6 +15,39 @@ use marketflow_core::Config;
 use yaml_rust2::{Yaml, YamlLoader};
 
 const COMPOSE: &str = include_str!("../../docker-compose.yml");
+const KAFKA_POM: &str = include_str!("../../local/kafka/pom.xml");
+const KAFKA_SETTINGS: &str = include_str!("../../local/kafka/server.properties");
+
+/// The local cluster's settings that name its own addresses and listeners, which the compose
+/// file names its own way.
+const ADDRESS_SETTINGS: [&str; 4] = [
+    "controller.quorum.voters",
+    "controller.listener.names",
+    "listener.security.protocol.map",
+    "inter.broker.listener.name",
+];
+
+/// The Kafka version `scripts/cluster.sh` fetches (`<kafka.version>` in local/kafka/pom.xml).
+fn local_kafka_version() -> &'static str {
+    let (_, rest) = KAFKA_POM.split_once("<kafka.version>").unwrap();
+    rest.split_once("</kafka.version>").unwrap().0.trim()
+}
+
+/// The local brokers' shared settings as the apache/kafka image's variables spell them
+/// (`log.cleaner.backoff.ms` is `KAFKA_LOG_CLEANER_BACKOFF_MS`), addresses left out.
+fn local_kafka_settings() -> BTreeMap<String, String> {
+    KAFKA_SETTINGS
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .filter_map(|line| line.split_once('='))
+        .filter(|(key, _)| !ADDRESS_SETTINGS.contains(key))
+        .map(|(key, value)| {
+            let var = format!("KAFKA_{}", key.replace('.', "_").to_uppercase());
+            (var, value.to_owned())
+        })
+        .collect()
+}
 
 /// A mapping with its `<<` merge keys applied (explicit keys win), as Compose reads it.
 fn merged(yaml: &Yaml) -> BTreeMap<String, Yaml> {
@@ -116,8 +151,17 @@ fn check(text: &str) -> Vec<String> {
                 Some(_) => {}
             }
         }
-        // Images are pinned.
+        // Images are pinned; Kafka's is the local cluster's version.
         if let Some(image) = service.fields.get("image").and_then(scalar) {
+            if let Some(tag) = image.strip_prefix("apache/kafka:")
+                && tag != local_kafka_version()
+            {
+                problems.push(format!(
+                    "service {name} runs {image}, but the local cluster runs Kafka {} \
+                     (local/kafka/pom.xml): bump both together",
+                    local_kafka_version()
+                ));
+            }
             let tag = image.rsplit_once(':').map(|(_, tag)| tag);
             if !service.fields.contains_key("build") && matches!(tag, None | Some("latest")) {
                 problems.push(format!("service {name} uses an unpinned image {image}"));
@@ -182,6 +226,15 @@ fn check(text: &str) -> Vec<String> {
         problems.push(format!("brokers disagree on CLUSTER_ID: {cluster_ids:?}"));
     }
     for (name, broker) in &brokers {
+        for (var, value) in local_kafka_settings() {
+            match broker.env.get(&var) {
+                Some(set) if set.eq_ignore_ascii_case(&value) => {}
+                set => problems.push(format!(
+                    "{name}: {var} is {set:?}, but local/kafka/server.properties sets {value}: \
+                     both paths run one configuration"
+                )),
+            }
+        }
         let voters = broker
             .env
             .get("KAFKA_CONTROLLER_QUORUM_VOTERS")
@@ -332,5 +385,30 @@ fn an_unpinned_image_is_caught() {
         check(&broken)
             .iter()
             .any(|p| p.contains("unpinned image tchiotludo/akhq:latest"))
+    );
+}
+
+#[test]
+fn another_kafka_version_or_setting_than_the_local_clusters_is_caught() {
+    let version = local_kafka_version();
+    let broken = COMPOSE.replace(&format!("apache/kafka:{version}"), "apache/kafka:3.9.1");
+    assert!(
+        check(&broken)
+            .iter()
+            .any(|p| p.contains("runs apache/kafka:3.9.1") && p.contains("bump both together")),
+        "{:#?}",
+        check(&broken)
+    );
+    let broken = COMPOSE.replace(
+        "KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS: 0",
+        "KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS: 3000",
+    );
+    assert!(
+        check(&broken)
+            .iter()
+            .any(|p| p.contains("KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS")
+                && p.contains("local/kafka/server.properties")),
+        "{:#?}",
+        check(&broken)
     );
 }

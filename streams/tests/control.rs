@@ -1,44 +1,16 @@
-//! Runtime control and start-up refusals of the real `streams` binary against the local cluster:
-//! pause stops reading, a replay request is refused and leaves the final sums unchanged, and
-//! `exactly_once` on brokers without transactions exits saying so and naming the other mode.
+//! Runtime control of the real `streams` binary against the local cluster:
+//! pause stops reading, and a replay request is refused and leaves the final sums unchanged.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test crate: a panic is a failed test
 
 mod support;
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use support::{
     Pipeline, await_records_in, expected_distinct, free_port, records_in, status, terminate,
     workload,
 };
-
-#[tokio::test]
-#[ignore = "needs the local cluster: scripts/cluster.sh up"]
-async fn exactly_once_on_brokers_without_transactions_exits_saying_so() {
-    let pipeline = Pipeline::new("streams-eos").await;
-    let mut command = pipeline.command(
-        free_port(),
-        &[("MARKETFLOW__STREAMS__GUARANTEE", "exactly_once")],
-    );
-    command.stderr(Stdio::piped());
-    let output = tokio::time::timeout(
-        Duration::from_secs(90),
-        tokio::task::spawn_blocking(move || command.output().unwrap()),
-    )
-    .await
-    .expect("streams under exactly_once kept running on brokers without transactions")
-    .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success(), "{stderr}");
-    assert!(stderr.contains("needs Kafka transactions"), "{stderr}");
-    assert!(stderr.contains("refuse them"), "{stderr}");
-    assert!(
-        stderr.contains("streams.guarantee = \"changelog\""),
-        "the message should name the other mode: {stderr}"
-    );
-}
 
 #[tokio::test]
 #[ignore = "needs the local cluster: scripts/cluster.sh up"]
