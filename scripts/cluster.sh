@@ -14,6 +14,8 @@
 #   stop-broker N [--kill]  stop Kafka node N (1-3): a controlled shutdown, or SIGKILL
 #   start-broker N          start Kafka node N again
 #   stop-mariadb [--kill], start-mariadb, stop-registry [--kill], start-registry
+#   prune                   delete the topics tests left behind (named as core's testkit names
+#                           them: PREFIX-<pid>-<hex time>-<n>[-suffix]); scripts/test.sh runs it
 #   kafka TOOL [ARGS...]    one of Kafka's own command-line tools against this cluster, e.g.
 #                           kafka topics --describe --topic listings   (`kafka` alone lists them)
 #
@@ -311,6 +313,18 @@ down() {
   stop_pid mariadb
 }
 
+# The names testkit::unique gives (prefix-<pid>-<nanoseconds in hex>-<n>), and names built on them.
+TEST_TOPICS='.+-[0-9]+-[0-9a-f]{5,8}-[0-9]+(-.+)?'
+
+prune() {
+  local before after
+  before=$(kafka_tool_java org.apache.kafka.tools.TopicCommand --bootstrap-server "$BOOTSTRAP" --list | grep -cxE -- "$TEST_TOPICS" || true)
+  ((before > 0)) || return 0
+  kafka_tool_java org.apache.kafka.tools.TopicCommand --bootstrap-server "$BOOTSTRAP" --delete \
+    --if-exists --topic "$TEST_TOPICS" >/dev/null || die "deleting the tests' topics failed"
+  say "deleted $before topics left by earlier test runs"
+}
+
 node_arg() {
   [[ ${1:-} =~ ^[123]$ ]] || die "which node? scripts/cluster.sh $2 N, with N one of 1 2 3"
 }
@@ -423,6 +437,7 @@ case ${1:-} in
   start-mariadb) prepare; start_mariadb ;;
   stop-registry) stop_pid registry "$(signal_arg "${2:-}")" ;;
   start-registry) prepare; start_registry ;;
+  prune) prune ;;
   kafka) shift; kafka_cmd "$@" ;;
-  *) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+  *) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac

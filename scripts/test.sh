@@ -6,6 +6,8 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 scripts/cluster.sh up
+# Topics earlier test runs left behind (each test makes its own): brokers start and stay fast.
+scripts/cluster.sh prune
 scripts/compose-check.sh
 # The defaults point at the local cluster; settings given in the environment stay.
 export MARKETFLOW_CLUSTER_DIR=${MARKETFLOW_CLUSTER_DIR:-$HOME/.cache/marketflow/cluster}
