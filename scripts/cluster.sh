@@ -313,11 +313,12 @@ down() {
   stop_pid mariadb
 }
 
-# The names testkit::unique gives (prefix-<pid>-<nanoseconds in hex>-<n>), and names built on them.
-TEST_TOPICS='.+-[0-9]+-[0-9a-f]{5,8}-[0-9]+(-.+)?'
+# The names testkit::unique gives (prefix-<pid>-<nanoseconds in hex>-<n>), and names built on them
+# (no comma: Kafka's topic filter reads one as a separator).
+TEST_TOPICS='.+-[0-9]+-[0-9a-f]{5}[0-9a-f]*-[0-9]+(-.+)?'
 
 prune() {
-  local before after
+  local before
   before=$(kafka_tool_java org.apache.kafka.tools.TopicCommand --bootstrap-server "$BOOTSTRAP" --list | grep -cxE -- "$TEST_TOPICS" || true)
   ((before > 0)) || return 0
   kafka_tool_java org.apache.kafka.tools.TopicCommand --bootstrap-server "$BOOTSTRAP" --delete \

@@ -6,17 +6,19 @@
 #                           up, and print a report; the programs keep running afterwards
 #   scripts/demo.sh stop    stop the programs the demo started (the cluster stays up)
 #
-# Settings (environment): DEMO_LISTINGS (default 3000) product ids to scrape; DEMO_PROFILE
-# (release, or dev for a quicker build); DEMO_SEED (7) the market's seed; DEMO_WAIT (300) seconds
-# to wait for the pipeline to catch up; DEMO_BUILD=0 uses the binaries already in DEMO_BIN (as the
-# demo's test does). Any MARKETFLOW__... variable reaches the programs.
+# Settings (environment): DEMO_LISTINGS (default 3000) product ids to scrape; DEMO_PROFILE (dev:
+# it shares the build `scripts/cluster.sh up` and the tests make, and a first demo on a fresh
+# clone is ready minutes sooner; release for the benchmarks' speed); DEMO_SEED (7) the market's
+# seed; DEMO_WAIT (300) seconds to wait for the pipeline to catch up; DEMO_BUILD=0 uses the
+# binaries already in DEMO_BIN (as the demo's test does). Any MARKETFLOW__... variable reaches the
+# programs.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 STATE=${MARKETFLOW_CLUSTER_DIR:-$HOME/.cache/marketflow/cluster}
 RUN=${DEMO_RUN_DIR:-$STATE/demo}
 LISTINGS=${DEMO_LISTINGS:-3000}
-PROFILE=${DEMO_PROFILE:-release}
+PROFILE=${DEMO_PROFILE:-dev}
 SEED=${DEMO_SEED:-7}
 WAIT=${DEMO_WAIT:-300}
 FIRST_ID=100000001
@@ -120,7 +122,8 @@ $(cat "$RUN/summary.txt")
 Look further:
   $BIN/marketflow status
       the whole data map: topics, consumer lag, registry subjects, MySQL tables, sums
-  curl http://$SINK_ADMIN/status   (and curl -X POST http://$SINK_ADMIN/pause, /resume, /replay)
+  curl http://$SINK_ADMIN/status   (and curl -X POST -H 'content-type: application/json' http://$SINK_ADMIN/pause, /resume, /replay;
+      with sink.admin_token set, add -H "authorization: Bearer \$MARKETFLOW__SINK__ADMIN_TOKEN")
       the sink's partitions, lag and rows written; /metrics for Prometheus
   curl http://$STREAMS_ADMIN/status
       the streams worker's partitions and state

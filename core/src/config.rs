@@ -256,6 +256,9 @@ pub struct ScraperConfig {
     pub base_url: String,
     /// Address of the admin server (`/metrics`, `/healthz`).
     pub admin_addr: SocketAddr,
+    /// Bearer token the admin server's mutating requests must carry; unset: none needed. Never
+    /// logged.
+    pub admin_token: Option<SecretString>,
     /// The User-Agent sent with every request: says who crawls and how to reach them.
     pub user_agent: String,
     /// Product pages fetched (and produced) at once.
@@ -274,6 +277,12 @@ pub struct ScraperConfig {
     /// Longest backoff between retries, and the longest `Retry-After` honoured.
     #[serde(with = "humantime_serde")]
     pub max_backoff: Duration,
+    /// Longest robots.txt `Crawl-delay` honoured; a longer (or infinite) one is lowered to it.
+    #[serde(with = "humantime_serde")]
+    pub max_crawl_delay: Duration,
+    /// Largest response body read, in bytes; a larger page is malformed (`too_large`) and is
+    /// not read past this size, whether or not it sends a Content-Length.
+    pub max_page_bytes: u64,
     /// Continuous mode: how often the recent list is polled for new ids.
     #[serde(with = "humantime_serde")]
     pub poll_interval: Duration,
@@ -302,6 +311,7 @@ impl Default for ScraperConfig {
         Self {
             base_url: "http://127.0.0.1:18080".to_owned(),
             admin_addr: SocketAddr::from(([127, 0, 0, 1], 19301)),
+            admin_token: None,
             user_agent: concat!(
                 "marketflow-scraper/",
                 env!("CARGO_PKG_VERSION"),
@@ -314,6 +324,8 @@ impl Default for ScraperConfig {
             max_retries: 8,
             min_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(30),
+            max_crawl_delay: Duration::from_secs(60),
+            max_page_bytes: 5 * 1024 * 1024,
             poll_interval: Duration::from_secs(10),
             window: 2000,
             seller_hmac_key: None,
@@ -335,6 +347,9 @@ pub struct SinkConfig {
     /// Address of the admin server (`/metrics`, `/healthz`, `/status`, `/pause`, `/resume`,
     /// `/replay`).
     pub admin_addr: SocketAddr,
+    /// Bearer token `/pause`, `/resume` and `/replay` must carry; unset: none needed. Never
+    /// logged.
+    pub admin_token: Option<SecretString>,
     /// Topics to read (Avro key and value through the registry).
     pub topics: Vec<String>,
     /// The consumer group; its committed offsets say how far the tables are written.
@@ -401,6 +416,7 @@ impl Default for SinkConfig {
                 "mysql://marketflow:marketflow@127.0.0.1:13306/marketflow",
             ),
             admin_addr: SocketAddr::from(([127, 0, 0, 1], 19302)),
+            admin_token: None,
             topics: vec!["listings".to_owned()],
             group_id: "marketflow-sink".to_owned(),
             table_name_format: "${topic}".to_owned(),
@@ -435,6 +451,9 @@ pub struct StreamsConfig {
     /// Address of the admin server (`/metrics`, `/healthz`, `/status`, `/pause`, `/resume`,
     /// `/replay`).
     pub admin_addr: SocketAddr,
+    /// Bearer token `/pause`, `/resume` and `/replay` must carry; unset: none needed. Never
+    /// logged.
+    pub admin_token: Option<SecretString>,
     /// What a sum counts: `distinct` (each product id once, in its latest version) or `append`
     /// (every accepted record).
     pub semantics: StreamsSemantics,
@@ -459,6 +478,7 @@ impl Default for StreamsConfig {
         Self {
             max_price: 1_000_000,
             admin_addr: SocketAddr::from(([127, 0, 0, 1], 19303)),
+            admin_token: None,
             semantics: StreamsSemantics::Distinct,
             guarantee: StreamsGuarantee::Changelog,
             category_level: 1,
@@ -696,8 +716,16 @@ mod tests {
                 "[scraper]\nrequest_timeout = \"250ms\"\nconcurrency = 4\nmax_requests_per_sec = 1.5\n",
             )?;
             jail.set_env("MARKETFLOW__SCRAPER__SELLER_HMAC_KEY", "s3cret-key");
+            jail.set_env("MARKETFLOW__SINK__ADMIN_TOKEN", "s3cret-token");
+            jail.set_env("MARKETFLOW__SCRAPER__MAX_PAGE_BYTES", "1024");
+            jail.set_env("MARKETFLOW__SCRAPER__MAX_CRAWL_DELAY", "5s");
             let config =
                 Config::load(Some(Path::new("marketflow.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(config.scraper.max_page_bytes, 1024);
+            assert_eq!(config.scraper.max_crawl_delay, Duration::from_secs(5));
+            let token = config.sink.admin_token.as_ref().ok_or("no token")?;
+            assert_eq!(token.expose_secret(), "s3cret-token");
+            assert!(config.streams.admin_token.is_none());
             assert_eq!(config.scraper.request_timeout, Duration::from_millis(250));
             assert_eq!(config.scraper.concurrency, 4);
             assert!((config.scraper.max_requests_per_sec - 1.5).abs() < f64::EPSILON);

@@ -1,5 +1,6 @@
 //! The shared contract of marketflow: the records and their Avro schemas, the registry codec,
-//! configuration, Kafka client builders, telemetry, the admin server and graceful shutdown.
+//! configuration, Kafka client builders and why their writes wait, telemetry, the admin server and
+//! graceful shutdown.
 //!
 //! Every program of the workspace (`scraper`, `sink`, `streams`) builds on this crate, so that they
 //! agree on what a listing is, how it is framed on the wire and how they are configured.
@@ -9,6 +10,7 @@ pub mod codec;
 pub mod config;
 pub mod kafka;
 pub mod record;
+pub mod replicas;
 pub mod schema;
 pub mod shutdown;
 pub mod telemetry;

@@ -1,7 +1,9 @@
 //! Helpers for the tests that run against the local cluster (`scripts/cluster.sh up`): where it
-//! is, a check that fails loudly when it is not there, and names no other test uses.
+//! is, a check that fails loudly when it is not there, names no other test uses, and the script
+//! that stops and starts its parts.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -114,6 +116,44 @@ pub fn cluster_dir() -> PathBuf {
     }
     let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("/root"), PathBuf::from);
     home.join(".cache/marketflow/cluster")
+}
+
+/// Runs `scripts/cluster.sh` with `args` (e.g. `["stop-broker", "2"]`) to its end, and panics
+/// when it fails.
+pub fn cluster_script(args: &[&str]) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/cluster.sh");
+    let status = Command::new(&script)
+        .args(args)
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+    assert!(
+        status.success(),
+        "scripts/cluster.sh {} failed ({status})",
+        args.join(" ")
+    );
+}
+
+/// Brings every part of the local cluster back (`scripts/cluster.sh up`) when dropped, even when
+/// the test panics: what a test that stops a broker holds while it runs.
+#[derive(Debug)]
+pub struct Restore;
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            // A second panic would abort the test binary and hide the first one.
+            let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/cluster.sh");
+            if !Command::new(script)
+                .arg("up")
+                .status()
+                .is_ok_and(|s| s.success())
+            {
+                eprintln!("scripts/cluster.sh up failed: run it by hand");
+            }
+        } else {
+            cluster_script(&["up"]);
+        }
+    }
 }
 
 /// `host:port` of an `http://host:port/...` URL.

@@ -5,35 +5,17 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test crate: a panic is a failed test
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use futures::StreamExt;
 use marketflow_core::kafka::{create_consumer, create_producer};
-use marketflow_core::testkit::{Cluster, cluster_dir, unique};
+use marketflow_core::testkit::{Cluster, Restore, cluster_dir, unique};
 use rdkafka::consumer::Consumer;
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureRecord, Producer};
 
 const RECORDS: usize = 600;
-
-/// Brings every part of the cluster back when dropped, even when the test panics.
-struct Restore;
-
-impl Drop for Restore {
-    fn drop(&mut self) {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/cluster.sh");
-        let status = Command::new(script)
-            .arg("up")
-            .status()
-            .expect("running scripts/cluster.sh up");
-        assert!(
-            status.success(),
-            "scripts/cluster.sh up failed after the failover test"
-        );
-    }
-}
 
 #[tokio::test]
 #[ignore = "needs the local cluster: scripts/cluster.sh up"]

@@ -11,10 +11,13 @@
 //! above `next_id` can be found. On restart those offsets are read to the end, and listings
 //! carrying this crawl's id in their `marketflow-crawl` header are skipped: ids above the
 //! checkpoint that were already produced before a crash are not produced again.
+//!
+//! Both reads stream: each record is looked at as it comes and dropped, so a restart's memory
+//! does not grow with the topics (only with the ids of this crawl it finds).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use marketflow_core::codec::{Codec, CodecError};
 use marketflow_core::config::KafkaConfig;
@@ -23,12 +26,11 @@ use marketflow_core::record::ListingKey;
 use rdkafka::Offset;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Headers, Message, OwnedMessage};
-use rdkafka::producer::FutureProducer;
+use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::topic_partition_list::TopicPartitionList;
 use serde::{Deserialize, Serialize};
 
-use crate::produce::{self, CRAWL_HEADER, Delivered, ProduceError};
+use crate::produce::{CRAWL_HEADER, Delivered, ProduceError, Sender};
 
 /// What failed reading or writing checkpoints.
 #[derive(Debug, thiserror::Error)]
@@ -165,17 +167,17 @@ impl Progress {
 #[derive(Clone)]
 pub struct Store {
     kafka: KafkaConfig,
-    producer: FutureProducer,
+    sender: Sender,
     topic: String,
     key: String,
 }
 
 impl Store {
     /// The checkpoints stored under `key` in `topic`.
-    pub fn new(kafka: &KafkaConfig, producer: FutureProducer, topic: &str, key: &str) -> Self {
+    pub fn new(kafka: &KafkaConfig, sender: Sender, topic: &str, key: &str) -> Self {
         Self {
             kafka: kafka.clone(),
-            producer,
+            sender,
             topic: topic.to_owned(),
             key: key.to_owned(),
         }
@@ -186,28 +188,32 @@ impl Store {
     /// # Errors
     /// [`CheckpointError`] when the topic cannot be read or the record does not parse.
     pub async fn load(&self) -> Result<Option<Checkpoint>, CheckpointError> {
-        let messages = read(&self.kafka, &self.topic, BTreeMap::new()).await?;
-        let mut latest = None;
-        for m in messages {
-            if m.key() != Some(self.key.as_bytes()) {
-                continue;
-            }
-            let checkpoint = match m.payload() {
-                None => None,
-                Some(payload) => {
-                    Some(serde_json::from_slice::<Checkpoint>(payload).map_err(|e| {
-                        CheckpointError::Corrupt {
-                            topic: self.topic.clone(),
-                            partition: m.partition(),
-                            offset: m.offset(),
-                            detail: e.to_string(),
-                        }
-                    })?)
+        let key = self.key.clone().into_bytes();
+        // The latest record under the key: partition, offset and payload (none: a tombstone).
+        let latest = scan(
+            &self.kafka,
+            &self.topic,
+            BTreeMap::new(),
+            None,
+            move |latest, m| {
+                if m.key() == Some(key.as_slice()) {
+                    *latest = Some((m.partition(), m.offset(), m.payload().map(<[u8]>::to_vec)));
                 }
-            };
-            latest = Some(checkpoint);
-        }
-        Ok(latest.flatten())
+                true
+            },
+        )
+        .await?;
+        let Some((partition, offset, Some(payload))) = latest else {
+            return Ok(None);
+        };
+        serde_json::from_slice::<Checkpoint>(&payload)
+            .map(Some)
+            .map_err(|e| CheckpointError::Corrupt {
+                topic: self.topic.clone(),
+                partition,
+                offset,
+                detail: e.to_string(),
+            })
     }
 
     /// Writes `checkpoint` and waits until the brokers have it.
@@ -221,14 +227,9 @@ impl Store {
             offset: -1,
             detail: e.to_string(),
         })?;
-        produce::send(
-            &self.producer,
-            &self.topic,
-            self.key.as_bytes(),
-            &payload,
-            None,
-        )
-        .await?;
+        self.sender
+            .send(&self.topic, self.key.as_bytes(), &payload, None)
+            .await?;
         metrics::gauge!("scraper_checkpoint_id").set(precision_safe(checkpoint.next_id));
         Ok(())
     }
@@ -263,37 +264,49 @@ pub async fn recover(
     next: i64,
     scan_from: &BTreeMap<i32, i64>,
 ) -> Result<(BTreeMap<i64, Delivered>, BTreeMap<i32, i64>), CheckpointError> {
-    let messages = read(kafka, topic, scan_from.clone()).await?;
-    let mut produced = BTreeMap::new();
-    for m in &messages {
-        let ours = m.headers().is_some_and(|headers| {
-            headers
-                .iter()
-                .any(|h| h.key == CRAWL_HEADER && h.value == Some(crawl_id.as_bytes()))
-        });
-        let Some(key) = m.key().filter(|_| ours) else {
-            continue;
-        };
-        let key: ListingKey =
-            codec
-                .decode(key)
-                .await
-                .map_err(|source| CheckpointError::Decode {
-                    topic: topic.to_owned(),
-                    partition: m.partition(),
-                    offset: m.offset(),
-                    source,
-                })?;
-        if key.product_id >= next {
-            produced.insert(
-                key.product_id,
-                Delivered {
-                    partition: m.partition(),
-                    offset: m.offset(),
-                },
-            );
+    // The reader hands this crawl's keys over as it finds them; the decoding (async: it may ask
+    // the registry) keeps up, and a full channel holds the reader back.
+    let (found, mut keys) = tokio::sync::mpsc::channel::<(i32, i64, Vec<u8>)>(RECOVERY_BUFFER);
+    let crawl = crawl_id.as_bytes().to_vec();
+    let reading = async {
+        scan(kafka, topic, scan_from.clone(), found, move |found, m| {
+            let ours = m.headers().is_some_and(|headers| {
+                headers
+                    .iter()
+                    .any(|h| h.key == CRAWL_HEADER && h.value == Some(crawl.as_slice()))
+            });
+            match m.key().filter(|_| ours) {
+                // A closed channel: the decoding failed, so stop reading.
+                Some(key) => found
+                    .blocking_send((m.partition(), m.offset(), key.to_vec()))
+                    .is_ok(),
+                None => true,
+            }
+        })
+        .await
+        // Dropping the sender ends the decoding loop.
+        .map(drop)
+    };
+    let decoding = async {
+        let mut produced = BTreeMap::new();
+        while let Some((partition, offset, key)) = keys.recv().await {
+            let key: ListingKey =
+                codec
+                    .decode(&key)
+                    .await
+                    .map_err(|source| CheckpointError::Decode {
+                        topic: topic.to_owned(),
+                        partition,
+                        offset,
+                        source,
+                    })?;
+            if key.product_id >= next {
+                produced.insert(key.product_id, Delivered { partition, offset });
+            }
         }
-    }
+        Ok(produced)
+    };
+    let ((), produced) = tokio::try_join!(reading, decoding)?;
     let ends = end_offsets(kafka, topic).await?;
     Ok((produced, ends))
 }
@@ -320,13 +333,27 @@ pub async fn end_offsets(
     .await
 }
 
-/// Every record of `topic` from `starts` (per partition; absent ones from the beginning) to the
-/// end offsets at the time of the call.
-async fn read(
+/// How long one poll of a reader waits (its errors and silences are judged between polls).
+const STALL_POLL: Duration = Duration::from_millis(200);
+
+/// Keys of this crawl's listings found by the reader and not decoded yet, at most.
+const RECOVERY_BUFFER: usize = 1024;
+
+/// Hands every record of `topic` from `starts` (per partition; absent ones from the beginning) to
+/// the end offsets at the time of the call to `each`, with `state`, on a blocking thread; stops
+/// early when `each` returns `false`. Returns the state. Records are not kept: memory stays flat
+/// however long the topic.
+async fn scan<S, F>(
     kafka: &KafkaConfig,
     topic: &str,
     starts: BTreeMap<i32, i64>,
-) -> Result<Vec<OwnedMessage>, CheckpointError> {
+    mut state: S,
+    mut each: F,
+) -> Result<S, CheckpointError>
+where
+    S: Send + 'static,
+    F: FnMut(&mut S, &BorrowedMessage<'_>) -> bool + Send + 'static,
+{
     let consumer = reader(kafka)?;
     let timeout = kafka.connect_timeout;
     let topic_name = topic.to_owned();
@@ -341,24 +368,40 @@ async fn read(
                 ends.insert(partition, high);
             }
         }
-        let mut messages = Vec::new();
         if ends.is_empty() {
-            return Ok(messages);
+            return Ok(state);
         }
         consumer.assign(&list)?;
+        // librdkafka reports a broker it cannot reach (one node of the cluster down, say) as a
+        // consumer error and goes on through the others: an error ends the read only when no
+        // record has come for `stall`.
+        let stall = timeout * 3;
+        let mut last_record = Instant::now();
         while !ends.is_empty() {
-            let message = consumer
-                .poll(timeout * 3)
-                .ok_or(KafkaError::NoMessageReceived)??;
+            let message = match consumer.poll(STALL_POLL.min(stall)) {
+                Some(Ok(message)) => message,
+                Some(Err(error)) if last_record.elapsed() >= stall => return Err(error),
+                Some(Err(error)) => {
+                    tracing::debug!(topic = %topic_name, %error, "Reader error; reading on.");
+                    continue;
+                }
+                None if last_record.elapsed() >= stall => {
+                    return Err(KafkaError::NoMessageReceived);
+                }
+                None => continue,
+            };
+            last_record = Instant::now();
             let partition = message.partition();
             if let Some(end) = ends.get(&partition)
                 && message.offset() + 1 >= *end
             {
                 ends.remove(&partition);
             }
-            messages.push(message.detach());
+            if !each(&mut state, &message) {
+                break;
+            }
         }
-        Ok(messages)
+        Ok(state)
     })
     .await
 }

@@ -19,9 +19,9 @@ use tracing::{debug, info, warn};
 
 use crate::checkpoint::{self, Checkpoint, CheckpointError, Progress, Store};
 use crate::events::Events;
-use crate::fetch::{FetchError, Fetcher, linked_ids};
+use crate::fetch::{FetchError, Fetched, Fetcher, linked_ids};
 use crate::parse::{Outcome, parse};
-use crate::produce::{Delivered, ListingProducer, ProduceError};
+use crate::produce::{Delivered, ListingProducer, ProduceError, Sender};
 use crate::pseudonym::Pseudonymiser;
 
 /// The path of the list of newest products.
@@ -216,7 +216,7 @@ pub struct Crawler {
     config: Config,
     fetcher: Arc<Fetcher>,
     pseudonymiser: Pseudonymiser,
-    producer: FutureProducer,
+    sender: Sender,
     codec: Arc<Codec>,
 }
 
@@ -230,10 +230,10 @@ impl Crawler {
         codec: Arc<Codec>,
     ) -> Self {
         Self {
+            sender: Sender::new(producer, &config.kafka),
             config,
             fetcher: Arc::new(fetcher),
             pseudonymiser,
-            producer,
             codec,
         }
     }
@@ -258,7 +258,7 @@ impl Crawler {
         );
         let store = Store::new(
             &self.config.kafka,
-            self.producer.clone(),
+            self.sender.clone(),
             &self.config.scraper.checkpoint_topic,
             &key,
         );
@@ -292,7 +292,7 @@ impl Crawler {
         }
         store.save(&checkpoint).await?;
         let events = Events::new(
-            self.producer.clone(),
+            self.sender.clone(),
             Arc::clone(&self.codec),
             &topics.scraper_events,
             ScraperEvent {
@@ -309,7 +309,7 @@ impl Crawler {
             fetcher: Arc::clone(&self.fetcher),
             pseudonymiser: self.pseudonymiser.clone(),
             listings: ListingProducer::new(
-                self.producer.clone(),
+                self.sender.clone(),
                 Arc::clone(&self.codec),
                 &topics.listings,
                 &checkpoint.crawl_id,
@@ -610,8 +610,8 @@ impl Run<'_> {
 async fn visit(ctx: &Ctx, id: i64) -> Result<Visit, CrawlError> {
     let path = format!("/product/{id}");
     let url = ctx.fetcher.product_url(id);
-    let page = match ctx.fetcher.get(&path).await {
-        Ok(page) => page,
+    let outcome = match outcome_of(id, ctx.fetcher.get(&path).await, &url) {
+        Ok(outcome) => outcome,
         Err(error) => {
             warn!(product_id = id, %error, "Product given up.");
             metrics::counter!("scraper_outcomes_total", "outcome" => "failed").increment(1);
@@ -620,7 +620,6 @@ async fn visit(ctx: &Ctx, id: i64) -> Result<Visit, CrawlError> {
             return Ok(Visit::Nothing);
         }
     };
-    let outcome = parse(id, page.status, &page.body, &url);
     metrics::counter!("scraper_outcomes_total", "outcome" => outcome.name()).increment(1);
     match outcome {
         Outcome::Listing(page) => {
@@ -658,6 +657,23 @@ async fn visit(ctx: &Ctx, id: i64) -> Result<Visit, CrawlError> {
     }
 }
 
+/// What the answer to `GET url` (product `id`) makes of the page; an error when there is no
+/// page to judge (it failed, or robots.txt forbids it). A body too large, or a redirect off the
+/// marketplace, is a malformed page: nothing was fetched that could be the listing asked for.
+fn outcome_of(
+    id: i64,
+    fetched: Result<Fetched, FetchError>,
+    url: &str,
+) -> Result<Outcome, FetchError> {
+    match fetched {
+        Ok(page) => Ok(parse(id, page.status, &page.body, url)),
+        Err(error) => match error.malformed_reason() {
+            Some(reason) => Ok(Outcome::Malformed { reason }),
+            None => Err(error),
+        },
+    }
+}
+
 /// A progress line on standard error, redrawn twice a second.
 fn spawn_progress_line(ctx: Arc<Ctx>, total: i64) -> tokio::task::JoinHandle<()> {
     let started = Instant::now();
@@ -679,4 +695,49 @@ fn spawn_progress_line(ctx: Arc<Ctx>, total: i64) -> tokio::task::JoinHandle<()>
             );
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::redirect::Refused;
+
+    #[test]
+    fn a_page_too_large_or_redirected_off_site_is_malformed_and_a_timeout_fails() {
+        let url = "http://127.0.0.1:18080/product/7";
+        let too_large = FetchError::TooLarge {
+            url: url.into(),
+            limit: 5 * 1024 * 1024,
+        };
+        let outcome = outcome_of(7, Err(too_large), url).unwrap();
+        assert!(
+            matches!(&outcome, Outcome::Malformed { reason } if reason.starts_with("too large")),
+            "{outcome:?}"
+        );
+        let off_site = FetchError::Redirect {
+            url: url.into(),
+            refused: Refused::OffSite {
+                location: "https://evil.example/".into(),
+                origin: "http://127.0.0.1:18080".into(),
+            },
+        };
+        let outcome = outcome_of(7, Err(off_site), url).unwrap();
+        assert!(
+            matches!(&outcome, Outcome::Malformed { reason } if reason.contains("evil.example")),
+            "{outcome:?}"
+        );
+        let timeout = FetchError::Timeout {
+            url: url.into(),
+            timeout: Duration::from_secs(10),
+        };
+        assert!(matches!(
+            outcome_of(7, Err(timeout), url),
+            Err(FetchError::Timeout { .. })
+        ));
+        let gone = Fetched {
+            status: 404,
+            body: String::new(),
+        };
+        assert_eq!(outcome_of(7, Ok(gone), url).unwrap(), Outcome::Deleted);
+    }
 }

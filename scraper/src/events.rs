@@ -7,15 +7,14 @@ use std::sync::Arc;
 use marketflow_core::codec::Codec;
 use marketflow_core::record::ScraperEvent;
 use marketflow_core::schema::{self, Part};
-use rdkafka::producer::FutureProducer;
 
 use crate::crawl::Counts;
-use crate::produce::{self, ProduceError};
+use crate::produce::{ProduceError, Sender};
 
 /// Writes one crawl's events.
 #[derive(Clone)]
 pub struct Events {
-    producer: FutureProducer,
+    sender: Sender,
     codec: Arc<Codec>,
     topic: String,
     template: ScraperEvent,
@@ -23,14 +22,9 @@ pub struct Events {
 
 impl Events {
     /// Events of the crawl described by `template` (crawl id, mode, base URL, range) to `topic`.
-    pub fn new(
-        producer: FutureProducer,
-        codec: Arc<Codec>,
-        topic: &str,
-        template: ScraperEvent,
-    ) -> Self {
+    pub fn new(sender: Sender, codec: Arc<Codec>, topic: &str, template: ScraperEvent) -> Self {
         Self {
-            producer,
+            sender,
             codec,
             topic: topic.to_owned(),
             template,
@@ -114,7 +108,7 @@ impl Events {
             .encoder(&self.topic, Part::Value, schema::SCRAPER_EVENT)
             .encode(&event)
             .await?;
-        produce::send(&self.producer, &self.topic, &key, &value, None).await?;
+        self.sender.send(&self.topic, &key, &value, None).await?;
         Ok(())
     }
 }

@@ -1,15 +1,17 @@
 //! Fetching pages from the marketplace: one shared HTTP client, the global rate limit, a timeout
-//! per request, robots.txt, and retries with exponential backoff and jitter on timeouts,
-//! connection errors, 429 (after its `Retry-After`) and 5xx.
+//! per request, robots.txt, bodies read up to `scraper.max_page_bytes`, redirects followed only
+//! within the marketplace ([`crate::redirect`]), and retries with exponential backoff and jitter
+//! on timeouts, connection errors, 429 (after its `Retry-After`) and 5xx.
 
 use std::time::{Duration, SystemTime};
 
 use backon::{ExponentialBuilder, Retryable};
 use marketflow_core::config::ScraperConfig;
-use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, RETRY_AFTER};
+use reqwest::{StatusCode, Url};
 use tracing::{debug, info, warn};
 
+use crate::redirect::{self, Refused};
 use crate::robots::Robots;
 use crate::throttle::RateLimiter;
 
@@ -50,6 +52,26 @@ pub enum FetchError {
         /// The path refused.
         path: String,
     },
+    /// The body is larger than `scraper.max_page_bytes`; it was not read past that. Fatal: the
+    /// page is malformed.
+    #[error(
+        "GET {url}: the body is larger than {limit} bytes (scraper.max_page_bytes); not reading it"
+    )]
+    TooLarge {
+        /// The URL.
+        url: String,
+        /// The limit.
+        limit: u64,
+    },
+    /// The server redirected where this crawler does not go (see [`crate::redirect`]); the
+    /// target was not fetched. Fatal: the page is malformed.
+    #[error("GET {url} redirected {refused}; not following it")]
+    Redirect {
+        /// The URL.
+        url: String,
+        /// Why the redirect was not followed.
+        refused: Refused,
+    },
     /// The HTTP client could not be built or the request not formed. Fatal.
     #[error("cannot request {url}: {detail}")]
     Client {
@@ -77,7 +99,21 @@ impl FetchError {
             Self::Unavailable { status: 429, .. } => "429",
             Self::Unavailable { .. } => "5xx",
             Self::Disallowed { .. } => "robots",
+            Self::TooLarge { .. } => "too_large",
+            Self::Redirect { .. } => "redirect",
             Self::Client { .. } => "client",
+        }
+    }
+
+    /// Why the page is malformed, when the error says what the page is (too large, redirected
+    /// off the marketplace) rather than that it could not be had.
+    pub fn malformed_reason(&self) -> Option<String> {
+        match self {
+            Self::TooLarge { limit, .. } => Some(format!(
+                "too large: the body is over {limit} bytes (scraper.max_page_bytes)"
+            )),
+            Self::Redirect { refused, .. } => Some(format!("redirected {refused}")),
+            _ => None,
         }
     }
 
@@ -104,6 +140,7 @@ pub struct Fetcher {
     client: reqwest::Client,
     base_url: String,
     timeout: Duration,
+    max_page_bytes: u64,
     max_backoff: Duration,
     backoff: ExponentialBuilder,
     limiter: RateLimiter,
@@ -112,23 +149,18 @@ pub struct Fetcher {
 
 impl Fetcher {
     /// A fetcher for `config.base_url`; reads its robots.txt first, and lowers the rate to the
-    /// `Crawl-delay` it asks for.
+    /// `Crawl-delay` it asks for (at most `max_crawl_delay`).
     ///
     /// # Errors
     /// [`FetchError`] when the client cannot be built or robots.txt cannot be read (after
     /// retries): the marketplace is down or the base URL wrong.
     pub async fn new(config: &ScraperConfig) -> Result<Self, FetchError> {
         let base_url = config.base_url.trim_end_matches('/').to_owned();
-        let client = reqwest::Client::builder()
-            .user_agent(&config.user_agent)
-            .timeout(config.request_timeout)
-            .connect_timeout(config.request_timeout)
-            .pool_max_idle_per_host(config.concurrency.max(1))
-            .build()
-            .map_err(|e| FetchError::Client {
-                url: base_url.clone(),
-                detail: e.to_string(),
-            })?;
+        let origin = Url::parse(&base_url).map_err(|e| FetchError::Client {
+            url: base_url.clone(),
+            detail: format!("scraper.base_url is not a URL: {e}"),
+        })?;
+        let client = http_client(config, &origin, None)?;
         let backoff = ExponentialBuilder::default()
             .with_min_delay(config.min_backoff)
             .with_max_delay(config.max_backoff)
@@ -138,6 +170,7 @@ impl Fetcher {
             client,
             base_url,
             timeout: config.request_timeout,
+            max_page_bytes: config.max_page_bytes,
             max_backoff: config.max_backoff,
             backoff,
             limiter: RateLimiter::new(config.max_requests_per_sec),
@@ -145,18 +178,30 @@ impl Fetcher {
         };
         let robots = fetcher.read_robots(&config.user_agent).await?;
         let mut per_sec = config.max_requests_per_sec;
-        if let Some(delay) = robots.crawl_delay().filter(|d| !d.is_zero()) {
-            let asked = 1.0 / delay.as_secs_f64();
-            if per_sec <= 0.0 || asked < per_sec {
-                info!(
-                    crawl_delay = ?delay,
-                    max_requests_per_sec = asked,
-                    "Rate lowered to robots.txt's Crawl-delay."
+        if let Some(delay) = robots.crawl_delay(config.max_crawl_delay) {
+            if delay.clamped {
+                warn!(
+                    asked = delay.asked,
+                    honoured = ?delay.honoured,
+                    "robots.txt's Crawl-delay is out of range; honouring a delay within \
+                     0..=scraper.max_crawl_delay instead."
                 );
-                per_sec = asked;
+            }
+            if !delay.honoured.is_zero() {
+                let asked = 1.0 / delay.honoured.as_secs_f64();
+                if per_sec <= 0.0 || asked < per_sec {
+                    info!(
+                        crawl_delay = ?delay.honoured,
+                        max_requests_per_sec = asked,
+                        "Rate lowered to robots.txt's Crawl-delay."
+                    );
+                    per_sec = asked;
+                }
             }
         }
         fetcher.limiter = RateLimiter::new(per_sec);
+        // Redirects from now on are checked against robots.txt too.
+        fetcher.client = http_client(config, &origin, Some(robots.clone()))?;
         fetcher.robots = robots;
         Ok(fetcher)
     }
@@ -246,14 +291,56 @@ impl Fetcher {
                 retry_after: retry_after(response.headers(), SystemTime::now()),
             });
         }
-        let body = response.text().await.map_err(|e| self.classify(url, &e))?;
+        let body = self.read_body(url, response).await?;
         Ok(Fetched {
             status: status.as_u16(),
             body,
         })
     }
 
+    /// The body, read chunk by chunk and given up as soon as it would pass `max_page_bytes`:
+    /// whatever the server sends (or claims in Content-Length), one page holds at most that
+    /// much memory.
+    async fn read_body(
+        &self,
+        url: &str,
+        mut response: reqwest::Response,
+    ) -> Result<String, FetchError> {
+        let limit = self.max_page_bytes;
+        let too_large = || FetchError::TooLarge {
+            url: url.to_owned(),
+            limit,
+        };
+        let announced = response.content_length();
+        if announced.is_some_and(|length| length > limit) {
+            return Err(too_large());
+        }
+        let capacity = usize::try_from(announced.unwrap_or(0)).unwrap_or(0);
+        let mut body = Vec::with_capacity(capacity);
+        while let Some(chunk) = response.chunk().await.map_err(|e| self.classify(url, &e))? {
+            let length = u64::try_from(body.len() + chunk.len()).unwrap_or(u64::MAX);
+            if length > limit {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(String::from_utf8(body)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
+    }
+
     fn classify(&self, url: &str, error: &reqwest::Error) -> FetchError {
+        if let Some(refused) = redirect::refusal(error) {
+            return match refused {
+                Refused::Disallowed { path } => FetchError::Disallowed {
+                    base_url: self.base_url.clone(),
+                    path: path.clone(),
+                },
+                refused => FetchError::Redirect {
+                    url: url.to_owned(),
+                    refused: refused.clone(),
+                },
+            };
+        }
         if error.is_timeout() {
             metrics::counter!("scraper_pages_fetched_total", "status" => "timeout").increment(1);
             FetchError::Timeout {
@@ -279,6 +366,26 @@ impl Fetcher {
             }
         }
     }
+}
+
+/// The HTTP client: the User-Agent, the timeouts, and redirects followed only where
+/// [`redirect::check`] allows.
+fn http_client(
+    config: &ScraperConfig,
+    origin: &Url,
+    robots: Option<Robots>,
+) -> Result<reqwest::Client, FetchError> {
+    reqwest::Client::builder()
+        .user_agent(&config.user_agent)
+        .timeout(config.request_timeout)
+        .connect_timeout(config.request_timeout)
+        .pool_max_idle_per_host(config.concurrency.max(1))
+        .redirect(redirect::policy(origin.clone(), robots))
+        .build()
+        .map_err(|e| FetchError::Client {
+            url: origin.to_string(),
+            detail: e.to_string(),
+        })
 }
 
 /// The wait before the next try: the server's `Retry-After` (capped at `max_backoff`) replaces
@@ -492,5 +599,156 @@ mod tests {
     fn ids_linked_from_the_recent_list() {
         let html = r#"<a href="/product/17">a</a><a href="https://web.joongna.com/product/123?x=1">b</a><a href="/product/list">c</a>"#;
         assert_eq!(linked_ids(html), vec![17, 123]);
+    }
+
+    /// A marketplace on a free port whose pages misbehave: `/product/1` redirects to `elsewhere`,
+    /// `/product/2` to a path robots.txt disallows, `/product/3` sends 8 MiB without a
+    /// Content-Length, `/product/4` sends 6 MiB and then never ends, `/product/5` announces
+    /// 6 MiB. Returns its base URL and the count of requests to the disallowed path.
+    async fn hostile_market(elsewhere: String) -> (String, Arc<AtomicUsize>) {
+        use axum::body::Body;
+        use axum::response::Redirect;
+        use axum::routing::get;
+        use futures::StreamExt;
+        const MIB: usize = 1024 * 1024;
+        let hits = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&hits);
+        let app = axum::Router::new()
+            .route(
+                "/robots.txt",
+                get(|| async { "User-agent: *\nDisallow: /private\nCrawl-delay: 1e30\n" }),
+            )
+            .route(
+                "/product/1",
+                get(move || async move { Redirect::temporary(&format!("{elsewhere}/product/1")) }),
+            )
+            .route(
+                "/product/2",
+                get(|| async { Redirect::temporary("/private/2") }),
+            )
+            .route(
+                "/private/{id}",
+                get(move || {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    async { "private" }
+                }),
+            )
+            .route(
+                "/product/3",
+                get(|| async {
+                    let chunks = (0..64).map(|_| Ok::<_, std::io::Error>(vec![b'x'; MIB / 8]));
+                    Body::from_stream(futures::stream::iter(chunks))
+                }),
+            )
+            .route(
+                "/product/4",
+                get(|| async {
+                    let first =
+                        futures::stream::iter([Ok::<_, std::io::Error>(vec![b'x'; 6 * MIB])]);
+                    Body::from_stream(first.chain(futures::stream::pending()))
+                }),
+            )
+            .route("/product/5", get(|| async { vec![b'x'; 6 * MIB] }));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (format!("http://{addr}"), hits)
+    }
+
+    /// Another host (`localhost` on another port), counting the requests it gets.
+    async fn elsewhere() -> (String, Arc<AtomicUsize>) {
+        let hits = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&hits);
+        let app = axum::Router::new().fallback(move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+            async { "another host's page" }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (format!("http://localhost:{port}"), hits)
+    }
+
+    async fn hostile_fetcher() -> (Fetcher, Arc<AtomicUsize>, Arc<AtomicUsize>) {
+        let (other, other_hits) = elsewhere().await;
+        let (base, private_hits) = hostile_market(other).await;
+        let config = ScraperConfig {
+            request_timeout: Duration::from_secs(3),
+            max_page_bytes: 5 * 1024 * 1024,
+            ..config(&base, 0)
+        };
+        (
+            Fetcher::new(&config).await.unwrap(),
+            other_hits,
+            private_hits,
+        )
+    }
+
+    #[tokio::test]
+    async fn a_crawl_delay_of_1e30_slows_to_the_longest_delay_honoured() {
+        let (fetcher, ..) = hostile_fetcher().await;
+        assert_eq!(fetcher.limiter.interval(), Duration::from_secs(60));
+    }
+
+    #[tokio::test]
+    async fn a_redirect_off_the_marketplace_is_refused_without_fetching_it() {
+        let (mut fetcher, other_hits, _) = hostile_fetcher().await;
+        fetcher.limiter = RateLimiter::new(0.0);
+        let result = fetcher.get("/product/1").await;
+        assert_eq!(other_hits.load(Ordering::SeqCst), 0, "{result:?}");
+        let error = result.unwrap_err();
+        assert!(
+            matches!(&error, FetchError::Redirect { refused: Refused::OffSite { location, .. }, .. }
+                if location.starts_with("http://localhost:")),
+            "{error}"
+        );
+        assert!(!error.is_retryable());
+        assert!(error.malformed_reason().is_some(), "{error}");
+    }
+
+    #[tokio::test]
+    async fn a_redirect_to_a_path_robots_txt_disallows_is_refused() {
+        let (mut fetcher, _, private_hits) = hostile_fetcher().await;
+        fetcher.limiter = RateLimiter::new(0.0);
+        let result = fetcher.get("/product/2").await;
+        assert_eq!(private_hits.load(Ordering::SeqCst), 0, "{result:?}");
+        assert!(
+            matches!(&result, Err(FetchError::Disallowed { path, .. }) if path == "/private/2"),
+            "{result:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_body_over_max_page_bytes_is_too_large_with_or_without_a_length() {
+        let (mut fetcher, ..) = hostile_fetcher().await;
+        fetcher.limiter = RateLimiter::new(0.0);
+        for path in ["/product/3", "/product/5"] {
+            let result = fetcher.get(path).await;
+            let read = result.as_ref().map(|page| page.body.len());
+            assert!(
+                matches!(
+                    result,
+                    Err(FetchError::TooLarge {
+                        limit: 5_242_880,
+                        ..
+                    })
+                ),
+                "{path}: read {read:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn an_endless_body_is_given_up_at_the_cap_not_at_the_timeout() {
+        let (mut fetcher, ..) = hostile_fetcher().await;
+        fetcher.limiter = RateLimiter::new(0.0);
+        let started = std::time::Instant::now();
+        let error = fetcher.get("/product/4").await.unwrap_err();
+        assert!(matches!(error, FetchError::TooLarge { .. }), "{error}");
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
     }
 }

@@ -9,6 +9,7 @@ pub mod fetch;
 pub mod parse;
 pub mod produce;
 pub mod pseudonym;
+pub mod redirect;
 pub mod robots;
 pub mod throttle;
 
@@ -93,6 +94,11 @@ pub async fn run(
             scraper.max_requests_per_sec
         )));
     }
+    if scraper.max_page_bytes == 0 {
+        return Err(Error::Config(
+            "scraper.max_page_bytes must be at least 1 (the default is 5242880, 5 MiB)".into(),
+        ));
+    }
     let pseudonymiser = pseudonym::Pseudonymiser::new(scraper.seller_hmac_key.as_ref())?;
     kafka::check_reachable(&config.kafka).await?;
     check_registry(&config.registry).await?;
@@ -109,6 +115,7 @@ pub async fn run(
     let metrics = admin::install_metrics()?;
     admin::serve(
         scraper.admin_addr,
+        scraper.admin_token.as_ref(),
         metrics,
         axum::Router::new(),
         shutdown.child_token(),

@@ -1,16 +1,22 @@
 //! Producing to Kafka: listings as Avro through the registry (key `ListingKey`, value `Listing`),
 //! with the crawl id in a header, and the delivery awaited. On a full producer queue it waits
-//! and tries again; it never drops a record and never flushes per message.
+//! and tries again; it never drops a record and never flushes per message. A delivery that
+//! waits long, or fails, is explained from the topic's replicas (see
+//! [`marketflow_core::replicas`]): librdkafka itself only says that a message timed out.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use marketflow_core::codec::{Codec, CodecError};
+use marketflow_core::config::KafkaConfig;
 use marketflow_core::record::Listing;
+use marketflow_core::replicas::{self, Shortage};
 use marketflow_core::schema::{self, Part};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use tokio::sync::Mutex;
 
 /// The header holding the crawl id on every listing: a second record of a product id with the
 /// same crawl id is a duplicate, with another crawl id a re-scrape.
@@ -18,6 +24,10 @@ pub const CRAWL_HEADER: &str = "marketflow-crawl";
 
 /// How long to wait before offering a record again to a full producer queue.
 const QUEUE_FULL_WAIT: Duration = Duration::from_millis(5);
+
+/// How long a delivery may wait before the topic's replicas are looked at, and how long what
+/// they showed stands (one look serves every delivery waiting meanwhile).
+const WAIT_CHECK: Duration = Duration::from_secs(10);
 
 /// What failed producing a record.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +45,23 @@ pub enum ProduceError {
         /// What librdkafka said.
         source: KafkaError,
     },
+    /// The record was not delivered because too few of the topic's replicas are in sync (brokers
+    /// are down): the brokers refuse `acks=all` writes below `min.insync.replicas`, and
+    /// librdkafka retried until `message.timeout.ms`. Fatal for the crawl; a restart resumes it.
+    #[error(
+        "cannot produce to topic {topic} ({cause}): not enough in-sync replicas: {shortage}; \
+         writes with acks=all are refused until enough brokers are back: run \
+         scripts/cluster.sh status (scripts/cluster.sh up starts what is down), then run the \
+         crawl again to resume it"
+    )]
+    NotEnoughReplicas {
+        /// The topic.
+        topic: String,
+        /// Its partitions that cannot take a write, and why (boxed: errors stay small).
+        shortage: Box<Shortage>,
+        /// What librdkafka said (not a `source`: the message shows it already).
+        cause: KafkaError,
+    },
 }
 
 impl ProduceError {
@@ -42,7 +69,7 @@ impl ProduceError {
     pub fn is_retryable(&self) -> bool {
         match self {
             Self::Encode(e) => e.is_retryable(),
-            Self::Delivery { .. } => false,
+            Self::Delivery { .. } | Self::NotEnoughReplicas { .. } => false,
         }
     }
 }
@@ -56,56 +83,145 @@ pub struct Delivered {
     pub offset: i64,
 }
 
-/// Sends `payload` to `topic` and awaits its delivery; a full queue is waited out.
-///
-/// # Errors
-/// [`ProduceError::Delivery`] when librdkafka gives the record up.
-pub async fn send(
-    producer: &FutureProducer,
-    topic: &str,
-    key: &[u8],
-    payload: &[u8],
-    headers: Option<OwnedHeaders>,
-) -> Result<Delivered, ProduceError> {
-    let mut record = FutureRecord::to(topic).key(key).payload(payload);
-    if let Some(headers) = headers {
-        record = record.headers(headers);
-    }
-    let delivery = loop {
-        match producer.send_result(record) {
-            Ok(delivery) => break delivery,
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                record = back;
-                tokio::time::sleep(QUEUE_FULL_WAIT).await;
-            }
-            Err((source, _)) => {
-                return Err(ProduceError::Delivery {
-                    topic: topic.to_owned(),
-                    source,
-                });
-            }
+/// The producer every record of the scraper goes through, and what explains a delivery that
+/// waits or fails.
+#[derive(Clone)]
+pub struct Sender {
+    producer: FutureProducer,
+    kafka: KafkaConfig,
+    /// The last look at each topic's replicas.
+    looked: Arc<Mutex<HashMap<String, Look>>>,
+}
+
+/// One look at a topic's replicas: when, and what it showed (or why it failed).
+struct Look {
+    at: Instant,
+    shortage: Result<Option<Shortage>, String>,
+}
+
+impl Sender {
+    /// Sends through `producer`; `kafka` reaches the cluster to explain waiting deliveries.
+    pub fn new(producer: FutureProducer, kafka: &KafkaConfig) -> Self {
+        Self {
+            producer,
+            kafka: kafka.clone(),
+            looked: Arc::default(),
         }
-    };
-    match delivery.await {
-        Ok(Ok(delivered)) => Ok(Delivered {
-            partition: delivered.partition,
-            offset: delivered.offset,
-        }),
-        Ok(Err((source, _))) => Err(ProduceError::Delivery {
-            topic: topic.to_owned(),
-            source,
-        }),
-        Err(_canceled) => Err(ProduceError::Delivery {
-            topic: topic.to_owned(),
-            source: KafkaError::Canceled,
-        }),
+    }
+
+    /// Sends `payload` to `topic` and awaits its delivery; a full queue is waited out. While
+    /// the delivery waits, a shortage of in-sync replicas is logged (at most once per
+    /// [`WAIT_CHECK`] however many deliveries wait).
+    ///
+    /// # Errors
+    /// [`ProduceError::NotEnoughReplicas`] when librdkafka gives the record up and the topic
+    /// lacks in-sync replicas, else [`ProduceError::Delivery`].
+    pub async fn send(
+        &self,
+        topic: &str,
+        key: &[u8],
+        payload: &[u8],
+        headers: Option<OwnedHeaders>,
+    ) -> Result<Delivered, ProduceError> {
+        let mut record = FutureRecord::to(topic).key(key).payload(payload);
+        if let Some(headers) = headers {
+            record = record.headers(headers);
+        }
+        let delivery = loop {
+            match self.producer.send_result(record) {
+                Ok(delivery) => break delivery,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    record = back;
+                    tokio::time::sleep(QUEUE_FULL_WAIT).await;
+                }
+                Err((source, _)) => return Err(self.failed(topic, source).await),
+            }
+        };
+        tokio::pin!(delivery);
+        let started = Instant::now();
+        let delivered = loop {
+            tokio::select! {
+                delivered = &mut delivery => break delivered,
+                () = tokio::time::sleep(WAIT_CHECK) => self.explain_wait(topic, started).await,
+            }
+        };
+        match delivered {
+            Ok(Ok(delivered)) => Ok(Delivered {
+                partition: delivered.partition,
+                offset: delivered.offset,
+            }),
+            Ok(Err((source, _))) => Err(self.failed(topic, source).await),
+            Err(_canceled) => Err(self.failed(topic, KafkaError::Canceled).await),
+        }
+    }
+
+    /// The error for a record librdkafka gave up: why, when the replicas tell.
+    async fn failed(&self, topic: &str, source: KafkaError) -> ProduceError {
+        match self.look(topic).await.0 {
+            Ok(Some(shortage)) => ProduceError::NotEnoughReplicas {
+                topic: topic.to_owned(),
+                shortage: Box::new(shortage),
+                cause: source,
+            },
+            _ => ProduceError::Delivery {
+                topic: topic.to_owned(),
+                source,
+            },
+        }
+    }
+
+    /// Logs why a delivery to `topic`, sent at `started`, still waits, when the replicas tell
+    /// and no other delivery has just said it.
+    async fn explain_wait(&self, topic: &str, started: Instant) {
+        let (shortage, fresh) = self.look(topic).await;
+        if !fresh {
+            return;
+        }
+        let waited = started.elapsed();
+        match shortage {
+            Ok(Some(shortage)) => tracing::warn!(
+                topic,
+                ?waited,
+                %shortage,
+                "Deliveries wait: not enough in-sync replicas for acks=all writes; they go on \
+                 once enough brokers are back (scripts/cluster.sh status shows which are down)."
+            ),
+            Ok(None) => tracing::debug!(topic, ?waited, "A delivery waits."),
+            Err(error) => tracing::warn!(
+                topic,
+                ?waited,
+                %error,
+                "Deliveries wait, and the cluster's metadata cannot be read; is the cluster up? \
+                 (scripts/cluster.sh status)"
+            ),
+        }
+    }
+
+    /// What `topic`'s replicas show, looked at now unless a look younger than [`WAIT_CHECK`]
+    /// stands; and whether this call looked.
+    async fn look(&self, topic: &str) -> (Result<Option<Shortage>, String>, bool) {
+        let mut looked = self.looked.lock().await;
+        if let Some(look) = looked.get(topic)
+            && look.at.elapsed() < WAIT_CHECK
+        {
+            return (look.shortage.clone(), false);
+        }
+        let shortage = replicas::shortage(&self.kafka, topic)
+            .await
+            .map_err(|e| e.to_string());
+        let look = Look {
+            at: Instant::now(),
+            shortage: shortage.clone(),
+        };
+        looked.insert(topic.to_owned(), look);
+        (shortage, true)
     }
 }
 
 /// Produces listings of one crawl to the listings topic.
 #[derive(Clone)]
 pub struct ListingProducer {
-    producer: FutureProducer,
+    sender: Sender,
     codec: Arc<Codec>,
     topic: String,
     crawl_id: String,
@@ -113,9 +229,9 @@ pub struct ListingProducer {
 
 impl ListingProducer {
     /// A producer of `crawl_id`'s listings to `topic`.
-    pub fn new(producer: FutureProducer, codec: Arc<Codec>, topic: &str, crawl_id: &str) -> Self {
+    pub fn new(sender: Sender, codec: Arc<Codec>, topic: &str, crawl_id: &str) -> Self {
         Self {
-            producer,
+            sender,
             codec,
             topic: topic.to_owned(),
             crawl_id: crawl_id.to_owned(),
@@ -142,8 +258,51 @@ impl ListingProducer {
             value: Some(self.crawl_id.as_bytes()),
         });
         let started = Instant::now();
-        let delivered = send(&self.producer, &self.topic, &key, &value, Some(headers)).await?;
+        let delivered = self
+            .sender
+            .send(&self.topic, &key, &value, Some(headers))
+            .await?;
         metrics::histogram!("scraper_produce_latency_seconds").record(started.elapsed());
         Ok(delivered)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use marketflow_core::replicas::PartitionReplicas;
+
+    #[test]
+    fn a_shortage_of_in_sync_replicas_says_what_failed_and_what_to_do() {
+        let shortage = Shortage::find(
+            2,
+            vec![PartitionReplicas {
+                partition: 1,
+                leader: Some(3),
+                replicas: vec![1, 2, 3],
+                in_sync: vec![3],
+            }],
+        )
+        .unwrap();
+        let error = ProduceError::NotEnoughReplicas {
+            topic: "listings".into(),
+            shortage: Box::new(shortage),
+            cause: KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut),
+        };
+        assert!(!error.is_retryable());
+        let message = error.to_string();
+        for part in [
+            "cannot produce to topic listings",
+            "not enough in-sync replicas",
+            "partition 1 has 1 in-sync replica (node 3) of 3, fewer than min.insync.replicas=2",
+            "run scripts/cluster.sh status",
+            "run the crawl again to resume it",
+        ] {
+            assert!(message.contains(part), "{part:?} missing from: {message}");
+        }
+        assert!(
+            std::error::Error::source(&error).is_none(),
+            "the cause is in the message; a source would print it twice"
+        );
     }
 }

@@ -1,5 +1,6 @@
 //! robots.txt (RFC 9309): the rules of the group that names our product token, else of `*`;
-//! the longest matching rule wins, `Allow` on a tie; `Crawl-delay` lowers the request rate.
+//! the longest matching rule wins, `Allow` on a tie; `Crawl-delay` lowers the request rate, within
+//! a sane range whatever number the file holds.
 
 use std::time::Duration;
 
@@ -7,7 +8,38 @@ use std::time::Duration;
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Robots {
     rules: Vec<(bool, String)>,
-    crawl_delay: Option<Duration>,
+    /// Seconds, as written: the file is not ours, so this may be NaN, negative or 1e30.
+    crawl_delay: Option<f64>,
+}
+
+/// A `Crawl-delay` as robots.txt wrote it, and the delay honoured for it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CrawlDelay {
+    /// Seconds as written.
+    pub asked: f64,
+    /// The delay kept: `asked` within `0..=max`, where NaN counts as no delay.
+    pub honoured: Duration,
+    /// Whether `asked` was out of range (NaN, negative, or above `max`).
+    pub clamped: bool,
+}
+
+impl CrawlDelay {
+    /// The delay honoured for a `Crawl-delay: asked` when the longest honoured is `max`.
+    pub fn new(asked: f64, max: Duration) -> Self {
+        let (honoured, clamped) = if asked.is_nan() || asked < 0.0 {
+            (Duration::ZERO, true)
+        } else if asked > max.as_secs_f64() {
+            (max, true)
+        } else {
+            // Finite and at most `max` here; `max` is the bound should rounding disagree.
+            (Duration::try_from_secs_f64(asked).unwrap_or(max), false)
+        };
+        Self {
+            asked,
+            honoured,
+            clamped,
+        }
+    }
 }
 
 impl Robots {
@@ -56,11 +88,7 @@ impl Robots {
                         continue;
                     };
                     if field == "crawl-delay" {
-                        group.crawl_delay = value
-                            .parse::<f64>()
-                            .ok()
-                            .filter(|d| d.is_finite() && *d >= 0.0)
-                            .map(Duration::from_secs_f64);
+                        group.crawl_delay = value.parse::<f64>().ok();
                     } else if !value.is_empty() {
                         group.rules.push((field == "allow", value.to_owned()));
                     }
@@ -94,9 +122,10 @@ impl Robots {
         best.is_none_or(|(_, allow)| allow)
     }
 
-    /// The delay robots.txt asks between requests, if any.
-    pub fn crawl_delay(&self) -> Option<Duration> {
-        self.crawl_delay
+    /// The delay robots.txt asks between requests, if any, and the one honoured when the longest
+    /// honoured is `max`.
+    pub fn crawl_delay(&self, max: Duration) -> Option<CrawlDelay> {
+        self.crawl_delay.map(|asked| CrawlDelay::new(asked, max))
     }
 }
 
@@ -142,7 +171,9 @@ mod tests {
         let robots = Robots::parse(text, UA);
         assert!(robots.allows("/product/1"));
         assert!(!robots.allows("/search"));
-        assert_eq!(robots.crawl_delay(), Some(Duration::from_secs(2)));
+        let delay = robots.crawl_delay(Duration::from_secs(60)).unwrap();
+        assert_eq!(delay.honoured, Duration::from_secs(2));
+        assert!(!delay.clamped);
         assert!(!Robots::parse(text, "other-bot/1").allows("/product/1"));
     }
 
@@ -164,5 +195,28 @@ mod tests {
         assert!(Robots::allow_all().allows("/"));
         assert!(!Robots::disallow_all().allows("/product/1"));
         assert!(Robots::parse("User-agent: *\nDisallow:\n", UA).allows("/x"));
+    }
+
+    #[test]
+    fn an_absurd_crawl_delay_is_clamped_into_range() {
+        let max = Duration::from_secs(60);
+        let honoured = |value: &str| {
+            let text = format!("User-agent: *\nCrawl-delay: {value}\n");
+            let delay = Robots::parse(&text, UA).crawl_delay(max);
+            delay.map(|d| (d.honoured, d.clamped))
+        };
+        assert_eq!(honoured("1e30"), Some((max, true)));
+        assert_eq!(honoured("inf"), Some((max, true)));
+        assert_eq!(honoured("1e300"), Some((max, true)));
+        assert_eq!(honoured("61"), Some((max, true)));
+        assert_eq!(honoured("NaN"), Some((Duration::ZERO, true)));
+        assert_eq!(honoured("-5"), Some((Duration::ZERO, true)));
+        assert_eq!(honoured("-inf"), Some((Duration::ZERO, true)));
+        assert_eq!(honoured("0.5"), Some((Duration::from_millis(500), false)));
+        assert_eq!(honoured("60"), Some((max, false)));
+        assert_eq!(honoured("0"), Some((Duration::ZERO, false)));
+        assert_eq!(honoured("soon"), None);
+        let huge = CrawlDelay::new(1e30, Duration::MAX);
+        assert_eq!(huge.honoured, Duration::MAX);
     }
 }

@@ -6,6 +6,11 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+/// The longest spacing kept: a slower rate is taken as one request a day. Far below any sane
+/// setting, and small enough that a slot plus it never overflows an `Instant` (a rate of 1e-19
+/// from a robots.txt or a typo would otherwise panic there).
+pub const MAX_INTERVAL: Duration = Duration::from_secs(24 * 60 * 60);
+
 /// Spaces requests at least `1 / rate` apart across every task sharing it.
 #[derive(Debug)]
 pub struct RateLimiter {
@@ -14,10 +19,13 @@ pub struct RateLimiter {
 }
 
 impl RateLimiter {
-    /// A limiter of `per_sec` requests a second; zero, negative or non-finite means unlimited.
+    /// A limiter of `per_sec` requests a second; zero, negative or non-finite means unlimited,
+    /// and a rate below one a day is one a day ([`MAX_INTERVAL`]).
     pub fn new(per_sec: f64) -> Self {
         let interval = if per_sec.is_finite() && per_sec > 0.0 {
-            Duration::from_secs_f64(1.0 / per_sec)
+            Duration::try_from_secs_f64(1.0 / per_sec)
+                .unwrap_or(MAX_INTERVAL)
+                .min(MAX_INTERVAL)
         } else {
             Duration::ZERO
         };
@@ -102,5 +110,17 @@ mod tests {
             limiter.acquire().await;
         }
         assert_eq!(Instant::now(), start);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_rate_too_small_to_represent_is_one_request_a_day() {
+        for per_sec in [1e-30, 1e-19, 1e-6, f64::MIN_POSITIVE] {
+            let limiter = RateLimiter::new(per_sec);
+            assert_eq!(limiter.interval(), MAX_INTERVAL, "{per_sec}");
+            let start = Instant::now();
+            limiter.acquire().await;
+            limiter.acquire().await;
+            assert_eq!(Instant::now() - start, MAX_INTERVAL, "{per_sec}");
+        }
     }
 }

@@ -7,10 +7,9 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use marketflow_core::testkit::Cluster;
-use support::{FIRST_ID, Market, Topics};
+use support::{Bench, FIRST_ID, IDS, MARKET_ARGS};
 
 /// The summary line a `--once` run prints, as `name -> count`.
 fn summary_counts(stdout: &[u8]) -> BTreeMap<String, i64> {
@@ -35,10 +34,12 @@ fn truth_count(truth: &BTreeMap<i64, (String, Option<serde_json::Value>)>, statu
 #[tokio::test]
 #[ignore = "needs the local cluster: scripts/cluster.sh up"]
 async fn a_once_crawl_of_2000_ids_yields_exactly_the_expected_listings() {
-    let cluster = Cluster::require().await;
-    let market = Market::start(&["--products", "2500", "--captcha-rate", "0.02"]).await;
-    let topics = Topics::new(&cluster).await;
-    let (from, to) = (FIRST_ID, FIRST_ID + 1999);
+    let Bench {
+        cluster,
+        market,
+        topics,
+    } = Bench::start(MARKET_ARGS).await;
+    let (from, to) = IDS;
     let out = support::crawl_once(&market, &topics, from, to).await;
 
     let truth = market.truth(from, to).await;
@@ -84,8 +85,11 @@ async fn a_once_crawl_of_2000_ids_yields_exactly_the_expected_listings() {
 #[tokio::test]
 #[ignore = "needs the local cluster: scripts/cluster.sh up"]
 async fn with_20_percent_429_and_500_faults_every_expected_listing_arrives() {
-    let cluster = Cluster::require().await;
-    let market = Market::start(&[
+    let Bench {
+        cluster,
+        market,
+        topics,
+    } = Bench::start(&[
         "--products",
         "1000",
         "--rate-429",
@@ -96,7 +100,6 @@ async fn with_20_percent_429_and_500_faults_every_expected_listing_arrives() {
         "0.02",
     ])
     .await;
-    let topics = Topics::new(&cluster).await;
     let (from, to) = (FIRST_ID, FIRST_ID + 799);
     let out = support::crawl_once(&market, &topics, from, to).await;
     assert_eq!(summary_counts(&out.stdout)["failed"], 0);
@@ -109,9 +112,12 @@ async fn with_20_percent_429_and_500_faults_every_expected_listing_arrives() {
 #[tokio::test]
 #[ignore = "needs the local cluster: scripts/cluster.sh up"]
 async fn a_crawl_killed_with_sigkill_and_restarted_ends_with_every_listing_exactly_once() {
-    let cluster = Cluster::require().await;
     // A little latency so that the kill lands mid-crawl.
-    let market = Market::start(&[
+    let Bench {
+        cluster,
+        market,
+        topics,
+    } = Bench::start(&[
         "--products",
         "2500",
         "--latency",
@@ -120,76 +126,29 @@ async fn a_crawl_killed_with_sigkill_and_restarted_ends_with_every_listing_exact
         "0.02",
     ])
     .await;
-    let topics = Topics::new(&cluster).await;
     let (from, to) = (FIRST_ID, FIRST_ID + 1999);
-    let args = [
-        "--once".to_owned(),
-        "--from".to_owned(),
-        from.to_string(),
-        "--to".to_owned(),
-        to.to_string(),
-    ];
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
     // Kill once a random number of listings (100..1600) is on the topic.
-    let kill_after = 100 + usize::try_from(nanos % 1500).unwrap();
+    let kill_after = 100 + support::random_below(1500);
     eprintln!("killing the first run after {kill_after} listings");
 
-    let mut first = support::scraper(&market, &topics, &[]);
-    first.args(&args);
-    let mut child = support::spawn(first);
-    loop {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!("the first run ended ({status}) before the kill point");
-        }
-        let n = support::read_listings(&cluster.config, &topics.listings)
-            .await
-            .len();
-        if n >= kill_after {
-            break;
-        }
-    }
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
+    let first = support::once_command(&market, &topics, &[], (from, to));
+    support::kill_once_listed(first, &cluster.config, &topics.listings, kill_after).await;
     let after_kill = support::read_listings(&cluster.config, &topics.listings)
         .await
         .len();
     eprintln!("{after_kill} listings on the topic after the kill");
 
-    let mut second = support::scraper(&market, &topics, &[]);
-    second.args(&args);
-    let out = support::output(second).await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        stdout.contains("(resumed)"),
-        "the restart did not resume: {stdout}"
-    );
-
-    let truth = market.truth(from, to).await;
-    let records = support::read_listings(&cluster.config, &topics.listings).await;
-    support::assert_exactly_the_truth(&records, &truth);
-    let crawls: std::collections::BTreeSet<_> = records.iter().map(|r| r.crawl.clone()).collect();
-    assert_eq!(
-        crawls.len(),
-        1,
-        "the restart must go on with the same crawl id: {crawls:?}"
-    );
+    support::assert_rerun_resumes(&cluster.config, &market, &topics, (from, to), "restart").await;
 }
 
 #[tokio::test]
 #[ignore = "needs the local cluster: scripts/cluster.sh up"]
 async fn captcha_pages_are_counted_as_blocked_and_produce_nothing() {
-    let cluster = Cluster::require().await;
-    let market = Market::start(&["--products", "400", "--captcha-rate", "0.3"]).await;
-    let topics = Topics::new(&cluster).await;
+    let Bench {
+        cluster,
+        market,
+        topics,
+    } = Bench::start(&["--products", "400", "--captcha-rate", "0.3"]).await;
     let (from, to) = (FIRST_ID, FIRST_ID + 399);
     let out = support::crawl_once(&market, &topics, from, to).await;
 
@@ -226,9 +185,11 @@ async fn captcha_pages_are_counted_as_blocked_and_produce_nothing() {
 #[tokio::test]
 #[ignore = "needs the local cluster: scripts/cluster.sh up"]
 async fn a_continuous_crawl_follows_the_head_and_stops_gracefully_on_sigterm() {
-    let cluster = Cluster::require().await;
-    let market = Market::start(&["--products", "300", "--new-per-sec", "50"]).await;
-    let topics = Topics::new(&cluster).await;
+    let Bench {
+        cluster,
+        market,
+        topics,
+    } = Bench::start(&["--products", "300", "--new-per-sec", "50"]).await;
     let extra = [
         ("MARKETFLOW__SCRAPER__POLL_INTERVAL", "200ms"),
         ("MARKETFLOW__SCRAPER__WINDOW", "100"),

@@ -176,6 +176,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
     let admin_shutdown = shutdown.child_token();
     let addr: SocketAddr = admin::serve(
         config.sink.admin_addr,
+        config.sink.admin_token.as_ref(),
         metrics,
         sink.router(),
         admin_shutdown.clone(),

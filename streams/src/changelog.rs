@@ -1,6 +1,7 @@
 //! The binary formats of the two internal topics: changelog records (one state change of one
-//! input partition, with the input offset it reflects) and partial sums (one input partition's
-//! share of one sum, with the input position it reflects).
+//! input partition, with the input offset it reflects, or the declaration of a sum the partition
+//! holds a share of) and partial sums (one input partition's share of one sum, with the input
+//! position it reflects).
 //!
 //! Both topics are read only by `streams`, so they use a small fixed layout rather than the
 //! registry; each value starts with a format version byte so that a later layout can be told
@@ -13,6 +14,10 @@ use crate::aggregate::{Change, Contribution, Scoping, Summary};
 
 /// The layout version written first in every value.
 const FORMAT: u8 = 1;
+
+/// The tag of a sum's declaration, in its changelog key and value (a change has its semantics'
+/// tag there, `d` or `a`).
+const DECLARED: u8 = b'k';
 
 /// A record of an internal topic that does not decode.
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +65,61 @@ pub fn encode_change(scoping: &Scoping, change: &Change) -> Vec<u8> {
     out
 }
 
+/// One record of the changelog.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Entry {
+    /// A change of the partition's state.
+    Change(Change),
+    /// The partition holds a share of this sum from now on (see [`crate::state`]).
+    Declared(ListingSumKey),
+}
+
+/// The changelog key of a sum's declaration: one per sum, never superseded, so that compaction
+/// keeps it however long ago the sum appeared.
+pub fn declared_key(key: &ListingSumKey) -> Vec<u8> {
+    let mut out = Vec::with_capacity(9 + key.scope.len() + key.value.len());
+    out.push(DECLARED);
+    put_str(&mut out, &key.scope);
+    put_str(&mut out, &key.value);
+    out
+}
+
+/// Encodes the declaration of `key`, made under `scoping`.
+pub fn encode_declared(scoping: &Scoping, key: &ListingSumKey) -> Vec<u8> {
+    let mut out = Vec::with_capacity(12 + key.scope.len() + key.value.len());
+    out.push(FORMAT);
+    out.push(DECLARED);
+    out.push(semantics_tag(scoping.semantics));
+    out.push(scoping.category_level);
+    put_str(&mut out, &key.scope);
+    put_str(&mut out, &key.value);
+    out
+}
+
+/// Decodes a changelog record (a change or a declaration) and the scoping it was made under.
+///
+/// # Errors
+/// [`FormatError`] when the bytes are not a changelog record of this layout.
+pub fn decode_entry(topic: &str, bytes: &[u8]) -> Result<(Scoping, Entry), FormatError> {
+    if bytes.get(1) != Some(&DECLARED) {
+        let (scoping, change) = decode_change(topic, bytes)?;
+        return Ok((scoping, Entry::Change(change)));
+    }
+    let mut r = Reader { topic, bytes };
+    r.format()?;
+    r.u8()?;
+    let semantics = r.semantics()?;
+    let category_level = r.u8()?;
+    let scope = r.string()?;
+    let value = r.string()?;
+    r.end()?;
+    let scoping = Scoping {
+        semantics,
+        category_level,
+    };
+    Ok((scoping, Entry::Declared(ListingSumKey { scope, value })))
+}
+
 /// Decodes a change and the scoping it was made under.
 ///
 /// # Errors
@@ -67,11 +127,7 @@ pub fn encode_change(scoping: &Scoping, change: &Change) -> Vec<u8> {
 pub fn decode_change(topic: &str, bytes: &[u8]) -> Result<(Scoping, Change), FormatError> {
     let mut r = Reader { topic, bytes };
     r.format()?;
-    let semantics = match r.u8()? {
-        b'd' => StreamsSemantics::Distinct,
-        b'a' => StreamsSemantics::Append,
-        _ => return Err(r.error("unknown semantics")),
-    };
+    let semantics = r.semantics()?;
     let category_level = r.u8()?;
     let offset = r.i64()?;
     let timestamp = r.i64()?;
@@ -228,6 +284,14 @@ impl Reader<'_> {
         Ok(self.take::<1>()?[0])
     }
 
+    fn semantics(&mut self) -> Result<StreamsSemantics, FormatError> {
+        match self.u8()? {
+            b'd' => Ok(StreamsSemantics::Distinct),
+            b'a' => Ok(StreamsSemantics::Append),
+            _ => Err(self.error("unknown semantics")),
+        }
+    }
+
     fn i32(&mut self) -> Result<i32, FormatError> {
         Ok(i32::from_be_bytes(self.take()?))
     }
@@ -290,6 +354,25 @@ mod tests {
         }
 
         #[test]
+        fn entries_round_trip(
+            offset in any::<i64>(), product_id in any::<i64>(), next in contribution(),
+            append in any::<bool>(), level in 1u8..=4, scope in ".{0,10}", value in ".{0,10}",
+        ) {
+            let semantics = if append { StreamsSemantics::Append } else { StreamsSemantics::Distinct };
+            let scoping = Scoping { semantics, category_level: level };
+            let change = Change { offset, timestamp: 0, product_id, next };
+            prop_assert_eq!(
+                decode_entry("t", &encode_change(&scoping, &change)).unwrap(),
+                (scoping.clone(), Entry::Change(change))
+            );
+            let key = ListingSumKey { scope, value };
+            prop_assert_eq!(
+                decode_entry("t", &encode_declared(&scoping, &key)).unwrap(),
+                (scoping, Entry::Declared(key))
+            );
+        }
+
+        #[test]
         fn partials_round_trip(
             version in any::<i64>(), count in any::<i64>(), sum in any::<i64>(),
             min in proptest::option::of(any::<i64>()), max in proptest::option::of(any::<i64>()),
@@ -304,6 +387,7 @@ mod tests {
         #[test]
         fn garbage_is_an_error_never_a_panic(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
             let _ = decode_change("t", &bytes);
+            let _ = decode_entry("t", &bytes);
             let _ = decode_partial("t", &bytes);
             let _ = decode_partial_key("t", &bytes);
         }
@@ -313,6 +397,18 @@ mod tests {
             let owner = owner_partition(&ListingSumKey { scope, value }, partitions);
             prop_assert!((0..partitions).contains(&owner));
         }
+    }
+
+    #[test]
+    fn a_declaration_is_keyed_apart_from_every_change() {
+        let key = ListingSumKey {
+            scope: "all".into(),
+            value: "all".into(),
+        };
+        let declared = declared_key(&key);
+        // Changes are keyed `d` or `a` and a product id or offset: never this.
+        assert_eq!(declared[0], b'k');
+        assert_eq!(declared_key(&key), declared, "one key per sum");
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! Two stages run in each instance, each on its own thread with its own consumer group: the
 //! [`worker`] (filter, per-input-partition state, changelog, partial sums) and the [`merge`]
 //! stage (one owner per sum, totals to `listing-sums`). [`state`] explains why the sums stay
-//! exact across crashes and rebalances without transactions.
+//! exact across crashes and rebalances, without transactions and with them.
 
 pub mod aggregate;
 pub mod changelog;
@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 use crate::control::{Control, Status};
 use crate::merge::{MergeError, MergeSetup, Merger};
 use crate::output::{Output, OutputError};
-use crate::worker::{Setup, Worker, WorkerError};
+use crate::worker::{Setup, Worker, WorkerError, Writers};
 
 /// What stopped the program.
 #[derive(Debug, thiserror::Error)]
@@ -97,17 +97,18 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
     validate(&config)?;
     kafka::check_reachable(&config.kafka).await?;
     let streams = &config.streams;
-    let transactional_id = (streams.guarantee == StreamsGuarantee::ExactlyOnce).then(|| {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        format!("{}-{}-{nanos:x}", streams.group_id, std::process::id())
-    });
-    let kafka_config = config.kafka.clone();
-    // Built first: under `exactly_once` this is where brokers without transactions are told.
-    let worker_output =
-        blocking(move || Output::new(&kafka_config, transactional_id.as_deref())).await??;
-    let merge_output = Output::new(&config.kafka, None)?;
+    // First: under `exactly_once` this is where brokers without transactions are told. Each
+    // input partition's transactional producer is made when the partition is assigned.
+    let writers = match streams.guarantee {
+        StreamsGuarantee::Changelog => Writers::Shared(Arc::new(Output::new(&config.kafka)?)),
+        StreamsGuarantee::ExactlyOnce => {
+            let kafka_config = config.kafka.clone();
+            let group_id = streams.group_id.clone();
+            blocking(move || Output::probe_transactions(&kafka_config, &group_id)).await??;
+            Writers::PerPartition
+        }
+    };
+    let merge_output = Output::new(&config.kafka)?;
 
     let topics = prepare_topics(&config).await?;
     let codec = Arc::new(Codec::new(&config.registry)?);
@@ -131,6 +132,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
     let metrics = admin::install_metrics()?;
     admin::serve(
         streams.admin_addr,
+        streams.admin_token.as_ref(),
         metrics,
         control::router(control.clone()),
         shutdown.clone(),
@@ -145,7 +147,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
             config: config.clone(),
             codec: codec.clone(),
             runtime: runtime.clone(),
-            output: worker_output,
+            writers,
             forward,
             partials_partitions: topics.partials_partitions,
             control: control.clone(),

@@ -18,6 +18,12 @@
 //!   exactly the state after input offset `P`, the last one recorded: no input counted twice,
 //!   none missed. Compaction may drop a product's older records; the latest one per product is
 //!   what the state needs.
+//! * **Every sum a partition ever held is declared.** Before the first change that touches a sum,
+//!   the partition writes the sum's declaration to its changelog, under a key of its own that no
+//!   later record supersedes, so compaction keeps it. Without it, a sum whose last product moved
+//!   away would vanish from a state restored after compaction (the records that put products in
+//!   it are gone), and its share, never announced again at zero, would stay at its old figure in
+//!   the totals whenever the crash came before that zero was sent.
 //! * **Input resumes at the group's committed offset `C`.** It is committed only once the
 //!   producer has delivered everything sent for the records before it (changelog records and
 //!   forwards to the affordable topic), so every record before `C` is in the state and forwarded.
@@ -34,7 +40,48 @@
 //! partitions were taken away (a "zombie" stalled past the group's session timeout): it writes
 //! true but old facts, which the version checks above ignore, except where compaction has
 //! already removed the newer record of the same key. `streams.guarantee = "exactly_once"` fences
-//! such writers with Kafka transactions on brokers that have them.
+//! such writers with Kafka transactions on brokers that have them, as follows.
+//!
+//! # Why, under `exactly_once`, the affordable topic is exact too and a zombie is fenced
+//!
+//! * **One transactional producer per input partition, under a fixed id.** Partition `p`'s
+//!   changelog records, forwards and shares of the sums go through a producer of its own, whose
+//!   transactional id is `<group_id>-partition-<p>` ([`crate::output::transactional_id`]) in
+//!   every instance and every run. Each commit interval one transaction per partition commits
+//!   them together with the partition's next input offset (`send_offsets_to_transaction`): a
+//!   `read_committed` reader sees all of it or none of it.
+//! * **The next owner fences the last one before it restores.** When `p` is assigned, its
+//!   producer is initialised first. The brokers abort whatever transaction the last owner left
+//!   open (whether it was killed or is still alive) and refuse that owner's producer from then
+//!   on, and the initialisation returns only once the abort is written. Only then is the
+//!   changelog read, `read_committed`, to its end: no open transaction holds that end (the last
+//!   stable offset) back, so the restore sees the changes of every committed transaction and of
+//!   no other. (With an id per process, as this code first had, a killed instance's open
+//!   transaction held the end back until it timed out: a restore in that minute missed changes
+//!   that later transactions had committed, together with their input offsets, and the sums
+//!   went wrong for good.)
+//! * **The state and the committed offset describe the same point.** The group's committed
+//!   offset `C` of `p` was committed by the transaction that committed the last changes, so the
+//!   restored state is exactly the state after every input record before `C`, each counted
+//!   once, and each accepted one forwarded once (its forward committed in the same
+//!   transaction). Input resumes at `C` and nothing is read again, so the changelog mode's
+//!   "read again only to forward" never happens. A partition whose committed offset cannot be
+//!   read does not start: from the beginning it would forward twice.
+//! * **A zombie writes nothing that counts, and stops.** An owner stalled past its session
+//!   timeout wakes up to fenced producers: the new owner's initialisation aborted its open
+//!   transactions, and every later step is refused. When its consumer first tells it that the
+//!   partitions were lost, it aborts their transactions itself rather than commit them. It stops
+//!   with an error saying that another instance took over as soon as a producer reports the
+//!   fence; with none fenced (the group dropped it while its coordinator moved, say, and no one
+//!   has taken over yet) it joins the group again and restores as any new owner. Its offset
+//!   commits would be refused anyway: they carry its old group generation.
+//! * **Readers see committed records only.** This restore, the merge stage and the worker's
+//!   input consumer read `read_committed`, and so must readers of the affordable topic. The
+//!   merge keeps the highest version per (sum, input partition) exactly as without
+//!   transactions, so the sums are exact, and every accepted listing is on the affordable topic
+//!   exactly once.
+//!
+//! The cost is a producer per owned input partition, created at each assignment.
 
 use std::time::{Duration, Instant};
 
@@ -47,7 +94,7 @@ use rdkafka::message::Message;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use crate::aggregate::{Aggregator, Scoping};
-use crate::changelog::{FormatError, decode_change};
+use crate::changelog::{Entry, FormatError, decode_entry};
 
 /// What failed rebuilding a partition's state.
 #[derive(Debug, thiserror::Error)]
@@ -209,7 +256,7 @@ impl Restorer {
                     else {
                         continue;
                     };
-                    let (scoping, change) = decode_change(&self.topic, bytes)?;
+                    let (scoping, entry) = decode_entry(&self.topic, bytes)?;
                     if scoping != self.scoping {
                         break Err(StateError::Mismatch {
                             topic: self.topic.clone(),
@@ -219,7 +266,12 @@ impl Restorer {
                             wanted_level: self.scoping.category_level,
                         });
                     }
-                    state.apply(&change);
+                    match entry {
+                        Entry::Change(change) => {
+                            state.apply(&change);
+                        }
+                        Entry::Declared(key) => state.declare(key),
+                    }
                     records += 1;
                 }
             }

@@ -3,6 +3,12 @@
 //! writes every state change to the changelog and each partition's share of the touched sums to
 //! the partials topic.
 //!
+//! Under `changelog` every partition writes through one idempotent producer. Under
+//! `exactly_once` each owned partition has a transactional producer of its own, made when the
+//! partition is assigned and before its state is restored (see [`crate::state`]), and each
+//! commit interval commits, per partition, one transaction holding its changelog records,
+//! forwards, partial sums and input offset.
+//!
 //! It runs on its own thread with a `BaseConsumer`, so that the rebalance callback, which runs
 //! inside `poll` on that thread, can restore a partition's state before the partition's first
 //! record is read, and make everything durable before a partition is given away.
@@ -13,7 +19,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use marketflow_core::codec::{Codec, CodecError, schema_id};
-use marketflow_core::config::{Config, StreamsGuarantee};
+use marketflow_core::config::Config;
 use marketflow_core::kafka::{ClientError, consumer_config};
 use marketflow_core::record::{Listing, ListingKey, ListingSumKey};
 use marketflow_core::schema::{self, Part};
@@ -27,12 +33,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::aggregate::{Aggregator, Applied, Scoping, Version};
 use crate::changelog::{
-    change_key, encode_change, encode_partial, encode_partial_key, owner_partition,
+    change_key, declared_key, encode_change, encode_declared, encode_partial, encode_partial_key,
+    owner_partition,
 };
 use crate::control::{Control, PartitionStatus};
 use crate::filter::{DropReason, Verdict};
 use crate::input::{Fields, InputDecoder};
-use crate::output::{Output, OutputError};
+use crate::output::{Output, OutputError, transactional_id};
 use crate::state::{Restorer, StateError};
 
 /// How often consumer lag is measured.
@@ -69,6 +76,19 @@ pub enum WorkerError {
     /// The consumer has no group metadata to commit a transaction with.
     #[error("the consumer has no group metadata to commit the transaction's offsets with")]
     NoGroupMetadata,
+    /// The group's committed offsets could not be read; under `exactly_once` the stage cannot
+    /// start a partition without them.
+    #[error(
+        "cannot read the committed input offsets of group {group}: {source}; under \
+         exactly_once a partition cannot start without them (from the beginning it would \
+         forward again what was forwarded); is the cluster up? (scripts/cluster.sh up)"
+    )]
+    Committed {
+        /// The consumer group.
+        group: String,
+        /// What librdkafka said.
+        source: KafkaError,
+    },
     /// The registry stayed unreachable.
     #[error("decoding a record of topic {topic} failed: {source}")]
     Codec {
@@ -114,6 +134,15 @@ fn sample_listing() -> Listing {
     }
 }
 
+/// What the aggregation stage writes through.
+pub enum Writers {
+    /// `changelog`: one idempotent producer for every input partition.
+    Shared(Arc<Output>),
+    /// `exactly_once`: a transactional producer per owned input partition, made when it is
+    /// assigned, under [`transactional_id`].
+    PerPartition,
+}
+
 /// Everything the aggregation stage needs, built by [`crate::run`].
 pub struct Setup {
     /// The whole configuration.
@@ -122,8 +151,8 @@ pub struct Setup {
     pub codec: Arc<Codec>,
     /// The runtime, for the codec's async calls.
     pub runtime: Handle,
-    /// The producer (transactional under `exactly_once`).
-    pub output: Output,
+    /// The producers.
+    pub writers: Writers,
     /// Schema ids of the affordable topic.
     pub forward: ForwardIds,
     /// Partition count of the partials topic.
@@ -141,6 +170,11 @@ struct Owned {
     /// The last input offset processed, whether it changed the state or not: what the group's
     /// committed offset moves to once everything sent for it is delivered.
     processed: Option<i64>,
+    /// Under `exactly_once`, the last processed offset committed with a transaction.
+    committed: Option<i64>,
+    /// The producer its records go through (shared with the other partitions under
+    /// `changelog`, its own under `exactly_once`).
+    writer: Arc<Output>,
 }
 
 /// The stage's state, behind the consumer context so that the rebalance callback reaches it.
@@ -150,7 +184,6 @@ struct Engine {
     scoping: Scoping,
     restorer: Restorer,
     parts: BTreeMap<i32, Owned>,
-    in_transaction: bool,
     paused: bool,
     fatal: Option<WorkerError>,
     last_flush: Instant,
@@ -179,6 +212,8 @@ impl ConsumerContext for Context {
     ) {
         let mut engine = self.engine();
         match err {
+            // A failed stage takes no partition on: it is stopping.
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS if engine.fatal.is_some() => {}
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 let assignment = engine.assign(consumer, tpl);
                 if let Err(source) = consumer.assign(&assignment) {
@@ -193,14 +228,30 @@ impl ConsumerContext for Context {
                 if err != RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS {
                     tracing::warn!(error = ?err, "Rebalance failed; giving up the partitions.");
                 }
-                // After a failure nothing more is made durable: the failed record's offset
-                // must not be committed.
-                if engine.fatal.is_none() {
-                    let flushed = engine
-                        .flush(consumer, true)
-                        .and_then(|()| Ok(engine.setup.output.flush()?));
-                    if let Err(error) = flushed {
-                        engine.fail(error);
+                if engine.shared().is_none() && consumer.assignment_lost() {
+                    engine.lose();
+                } else if engine.fatal.is_none() {
+                    // After a failure nothing more is made durable: the failed record's
+                    // offset must not be committed.
+                    match engine.flush(consumer, true).and_then(|()| engine.drain()) {
+                        Ok(()) => {}
+                        // Under `exactly_once` what is not committed does not count: the next
+                        // owner resumes from the last commit.
+                        Err(error)
+                            if engine.shared().is_none()
+                                && !matches!(
+                                    error,
+                                    WorkerError::Output(OutputError::Fenced { .. })
+                                ) =>
+                        {
+                            tracing::warn!(
+                                %error,
+                                "Committing before giving the partitions up failed; their \
+                                 transactions are aborted."
+                            );
+                            engine.abort_all();
+                        }
+                        Err(error) => engine.fail(error),
                     }
                 }
                 engine.parts.clear();
@@ -213,6 +264,14 @@ impl ConsumerContext for Context {
 }
 
 impl Engine {
+    /// Under `changelog`, the producer of every partition.
+    fn shared(&self) -> Option<&Arc<Output>> {
+        match &self.setup.writers {
+            Writers::Shared(output) => Some(output),
+            Writers::PerPartition => None,
+        }
+    }
+
     fn fail(&mut self, error: WorkerError) {
         tracing::error!(%error, "Aggregation stage failing.");
         if self.fatal.is_none() {
@@ -220,11 +279,12 @@ impl Engine {
         }
     }
 
-    /// Restores each assigned partition and returns the assignment starting at the group's
-    /// committed offset: everything before it was processed and everything sent for it delivered
-    /// (the producer is flushed before each commit). Input between that offset and the position
-    /// the restored state reflects is read again only to forward it (see `process`); with no
-    /// committed offset, from the beginning.
+    /// Restores each assigned partition (under `exactly_once` after initialising its producer)
+    /// and returns the assignment starting at the group's committed offset: everything before it
+    /// was processed and everything sent for it delivered (the producer is flushed before each
+    /// commit, or commits the transaction with it). Under `changelog`, input between that offset
+    /// and the position the restored state reflects is read again only to forward it (see
+    /// `process`); with no committed offset, from the beginning.
     fn assign(
         &mut self,
         consumer: &BaseConsumer<Context>,
@@ -233,6 +293,21 @@ impl Engine {
         let topic = self.setup.config.topics.listings.clone();
         let mut positioned = TopicPartitionList::new();
         let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+        // Under `exactly_once` the partitions' producers come first: initialising them aborts
+        // whatever the last owners left open, so that the restore reads committed changes only,
+        // all of them.
+        let mut writers = BTreeMap::new();
+        for partition in &partitions {
+            match self.writer(*partition) {
+                Ok(writer) => {
+                    writers.insert(*partition, writer);
+                }
+                Err(error) => {
+                    self.fail(error.into());
+                    return positioned;
+                }
+            }
+        }
         let mut restored = self.restorer.restore(&partitions);
         let mut attempt = 1;
         while let Err(error) = &restored
@@ -251,24 +326,24 @@ impl Engine {
                 return positioned;
             }
         };
-        let committed: BTreeMap<i32, i64> = match consumer
-            .committed_offsets(tpl.clone(), COMMITTED_TIMEOUT)
-        {
-            Ok(list) => list
-                .elements()
-                .iter()
-                .filter_map(|e| match e.offset() {
-                    Offset::Offset(offset) => Some((e.partition(), offset)),
-                    _ => None,
-                })
-                .collect(),
+        let committed = match self.committed(consumer, tpl) {
+            Ok(committed) => committed,
             Err(error) => {
-                // Reading from the beginning only forwards again what was forwarded: safe.
-                tracing::warn!(%error, "Committed offsets unknown; reading the partitions from the beginning.");
-                BTreeMap::new()
+                self.fail(error);
+                return positioned;
             }
         };
-        for (partition, state) in states {
+        for (partition, mut state) in states {
+            let Some(writer) = writers.remove(&partition) else {
+                continue;
+            };
+            // A changelog written before sums were declared: declare what it holds now, before
+            // compaction can lose it.
+            let undeclared = state.declare_all();
+            let changelog = &self.setup.config.streams.changelog_topic;
+            if let Err(error) = declare(&writer, changelog, &self.scoping, partition, &undeclared) {
+                self.fail(error.into());
+            }
             let start = committed
                 .get(&partition)
                 .map_or(Offset::Beginning, |c| Offset::Offset(*c));
@@ -281,6 +356,8 @@ impl Engine {
                     dirty,
                     lag: None,
                     processed: None,
+                    committed: None,
+                    writer,
                 },
             );
             if let Err(source) = positioned.add_partition_offset(&topic, partition, start) {
@@ -297,6 +374,70 @@ impl Engine {
         positioned
     }
 
+    /// The producer of input partition `partition`: the shared one, or under `exactly_once` a
+    /// new transactional one under the partition's id, initialised (retried while librdkafka
+    /// says it may help).
+    fn writer(&self, partition: i32) -> Result<Arc<Output>, OutputError> {
+        if let Some(shared) = self.shared() {
+            return Ok(shared.clone());
+        }
+        let kafka = &self.setup.config.kafka;
+        let id = transactional_id(&self.setup.config.streams.group_id, partition);
+        let mut attempt = 1;
+        loop {
+            match Output::transactional(kafka, &id) {
+                Ok(output) => return Ok(Arc::new(output)),
+                Err(error) if error.is_retryable() && attempt < ATTEMPTS => {
+                    tracing::warn!(%error, attempt, "Initialising transactions failed; retrying.");
+                    std::thread::sleep(Duration::from_secs(1));
+                    attempt += 1;
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
+    /// The group's committed offsets of the partitions in `tpl` (none for a partition the
+    /// group never committed). Under `changelog`, when they cannot be read, none: reading from
+    /// the beginning only forwards again what was forwarded. Under `exactly_once` that would
+    /// forward twice, so it is retried, then the stage fails.
+    fn committed(
+        &self,
+        consumer: &BaseConsumer<Context>,
+        tpl: &TopicPartitionList,
+    ) -> Result<BTreeMap<i32, i64>, WorkerError> {
+        let mut attempt = 1;
+        loop {
+            match consumer.committed_offsets(tpl.clone(), COMMITTED_TIMEOUT) {
+                Ok(list) => {
+                    return Ok(list
+                        .elements()
+                        .iter()
+                        .filter_map(|e| match e.offset() {
+                            Offset::Offset(offset) => Some((e.partition(), offset)),
+                            _ => None,
+                        })
+                        .collect());
+                }
+                Err(error) if self.shared().is_some() => {
+                    tracing::warn!(%error, "Committed offsets unknown; reading the partitions from the beginning.");
+                    return Ok(BTreeMap::new());
+                }
+                Err(error) if attempt < ATTEMPTS => {
+                    tracing::warn!(%error, attempt, "Committed offsets unknown; retrying.");
+                    std::thread::sleep(Duration::from_secs(1));
+                    attempt += 1;
+                }
+                Err(source) => {
+                    return Err(WorkerError::Committed {
+                        group: self.setup.config.streams.group_id.clone(),
+                        source,
+                    });
+                }
+            }
+        }
+    }
+
     /// Processes one input record.
     fn process(&mut self, message: &BorrowedMessage<'_>) -> Result<(), WorkerError> {
         let partition = message.partition();
@@ -309,7 +450,10 @@ impl Engine {
         };
         // The state already reflects this record: it is read again only to forward it, since
         // its forward may not have been delivered before a crash (at least once).
+        // Under `exactly_once` it never is: the input resumes at the offset committed with the
+        // last transaction, past every change that transaction committed.
         let replayed = part.state.position().is_some_and(|p| offset <= p);
+        let writer = part.writer.clone();
         let (fields, product_id) = match self.decode(message)? {
             Some(decoded) => decoded,
             None => {
@@ -335,8 +479,7 @@ impl Engine {
         if replayed {
             metrics::counter!("streams_records_skipped_total").increment(1);
             if let Some(Verdict::Accept(_)) = verdict {
-                self.begin()?;
-                self.forward(message)?;
+                self.forward(message, &writer)?;
             }
             self.processed(partition, offset);
             return Ok(());
@@ -345,24 +488,22 @@ impl Engine {
             metrics::counter!("streams_records_dropped_total", "reason" => reason.label())
                 .increment(1);
         }
-        self.begin()?;
         let Some(part) = self.parts.get_mut(&partition) else {
             return Ok(());
         };
         let (applied, touched) = part.state.apply(&change);
         if applied == Applied::Changed {
+            let changelog = &self.setup.config.streams.changelog_topic;
+            // A sum's declaration goes before the first change that touches it (see `state`).
+            let declared = part.state.declare_new(&touched);
+            declare(&writer, changelog, &self.scoping, partition, &declared)?;
             let key = change_key(self.scoping.semantics, &change);
             let value = encode_change(&self.scoping, &change);
-            self.setup.output.send(
-                &self.setup.config.streams.changelog_topic,
-                Some(partition),
-                &key,
-                &value,
-            )?;
+            writer.send(changelog, Some(partition), &key, &value)?;
             part.dirty.extend(touched);
         }
         if let Some(Verdict::Accept(_)) = verdict {
-            self.forward(message)?;
+            self.forward(message, &writer)?;
         }
         self.processed(partition, offset);
         Ok(())
@@ -421,7 +562,7 @@ impl Engine {
 
     /// Sends an accepted listing to the affordable topic: the input's bytes when they carry the
     /// schema ids registered there, re-encoded otherwise.
-    fn forward(&self, message: &BorrowedMessage<'_>) -> Result<(), WorkerError> {
+    fn forward(&self, message: &BorrowedMessage<'_>, writer: &Output) -> Result<(), WorkerError> {
         let topic = &self.setup.config.topics.listings_affordable;
         let ids = self.setup.forward;
         let carries =
@@ -430,7 +571,7 @@ impl Engine {
             && carries(Some(key), ids.key)
             && carries(Some(value), ids.value)
         {
-            self.setup.output.send(topic, None, key, value)?;
+            writer.send(topic, None, key, value)?;
         } else {
             // Another writer schema: decode the whole listing and encode it with the contract's.
             let codec_error = |source| WorkerError::Codec {
@@ -456,82 +597,139 @@ impl Engine {
                 .runtime
                 .block_on(value.encode(&listing))
                 .map_err(codec_error)?;
-            self.setup.output.send(topic, None, &key, &value)?;
+            writer.send(topic, None, &key, &value)?;
         }
         metrics::counter!("streams_listings_forwarded_total").increment(1);
         Ok(())
     }
 
-    fn begin(&mut self) -> Result<(), WorkerError> {
-        if self.setup.config.streams.guarantee == StreamsGuarantee::ExactlyOnce
-            && !self.in_transaction
-        {
-            self.setup.output.begin()?;
-            self.in_transaction = true;
-        }
-        Ok(())
-    }
-
     /// Sends each partition's share of the sums it touched since the last flush, then commits
-    /// the input offsets processed: with the transaction under `exactly_once`, else once the
-    /// producer has delivered everything sent for them (forwards and changelog records), so that
-    /// a restart from the committed offset loses no forward.
+    /// the input offsets processed. Under `exactly_once`, partition by partition, each with the
+    /// partition's transaction (its changelog records, forwards and shares). Under `changelog`,
+    /// once the producer has delivered everything sent for them (forwards and changelog
+    /// records), so that a restart from the committed offset loses no forward.
     fn flush(&mut self, consumer: &BaseConsumer<Context>, last: bool) -> Result<(), WorkerError> {
         self.last_flush = Instant::now();
-        self.begin()?;
-        let partials_topic = self.setup.config.streams.partials_topic.clone();
+        let input = &self.setup.config.topics.listings;
+        let partials_topic = &self.setup.config.streams.partials_topic;
+        let group = match self.shared() {
+            None if !self.parts.is_empty() => Some(
+                consumer
+                    .group_metadata()
+                    .ok_or(WorkerError::NoGroupMetadata)?,
+            ),
+            _ => None,
+        };
+        let consume_error = |source| WorkerError::Consume {
+            topic: input.clone(),
+            source,
+        };
         let mut offsets = TopicPartitionList::new();
         for (partition, part) in &mut self.parts {
+            if let Some(position) = part.state.position() {
+                for key in std::mem::take(&mut part.dirty) {
+                    let value = encode_partial(position, &part.state.summary(&key));
+                    let owner = owner_partition(&key, self.setup.partials_partitions);
+                    part.writer.send(
+                        partials_topic,
+                        Some(owner),
+                        &encode_partial_key(&key, *partition),
+                        &value,
+                    )?;
+                    metrics::counter!("streams_partials_sent_total").increment(1);
+                }
+            }
+            let mut own = TopicPartitionList::new();
             if let Some(processed) = part.processed {
+                let next = Offset::Offset(processed + 1);
+                own.add_partition_offset(input, *partition, next)
+                    .map_err(consume_error)?;
                 offsets
-                    .add_partition_offset(
-                        &self.setup.config.topics.listings,
-                        *partition,
-                        Offset::Offset(processed + 1),
-                    )
-                    .map_err(|source| WorkerError::Consume {
-                        topic: self.setup.config.topics.listings.clone(),
-                        source,
-                    })?;
+                    .add_partition_offset(input, *partition, next)
+                    .map_err(consume_error)?;
             }
-            let Some(position) = part.state.position() else {
-                continue;
-            };
-            for key in std::mem::take(&mut part.dirty) {
-                let value = encode_partial(position, &part.state.summary(&key));
-                let owner = owner_partition(&key, self.setup.partials_partitions);
-                self.setup.output.send(
-                    &partials_topic,
-                    Some(owner),
-                    &encode_partial_key(&key, *partition),
-                    &value,
-                )?;
-                metrics::counter!("streams_partials_sent_total").increment(1);
+            if let Some(group) = &group
+                && (part.writer.in_transaction() || part.processed != part.committed)
+            {
+                part.writer.commit(&own, group)?;
+                part.committed = part.processed;
             }
         }
-        if self.in_transaction {
-            let group = consumer
-                .group_metadata()
-                .ok_or(WorkerError::NoGroupMetadata)?;
-            self.setup.output.commit(&offsets, &group)?;
-            self.in_transaction = false;
-        } else if offsets.count() > 0
-            && (last || self.last_offsets_commit.elapsed() >= OFFSETS_COMMIT_INTERVAL)
-        {
-            // Waiting for every delivery stalls this stage, so it is done seldom: a crash only
-            // means forwarding again what came after the last commit.
-            self.last_offsets_commit = Instant::now();
-            self.setup.output.flush()?;
-            // Asynchronous is enough: a commit lost to a crash only means reading again, and
-            // forwarding again, what the state already reflects.
-            let _ = consumer.commit(&offsets, CommitMode::Async);
+        if let Some(shared) = self.shared().cloned() {
+            if offsets.count() > 0
+                && (last || self.last_offsets_commit.elapsed() >= OFFSETS_COMMIT_INTERVAL)
+            {
+                // Waiting for every delivery stalls this stage, so it is done seldom: a crash
+                // only means forwarding again what came after the last commit.
+                self.last_offsets_commit = Instant::now();
+                shared.flush()?;
+                // Asynchronous is enough: a commit lost to a crash only means reading again, and
+                // forwarding again, what the state already reflects.
+                let _ = consumer.commit(&offsets, CommitMode::Async);
+            }
+            shared.check()?;
         }
-        self.setup.output.check()?;
         if self.last_lag.elapsed() >= LAG_INTERVAL {
             self.measure_lag(consumer);
         }
         self.publish();
         Ok(())
+    }
+
+    /// Waits until the shared producer has delivered everything it was given (under
+    /// `exactly_once` each commit already has).
+    fn drain(&self) -> Result<(), WorkerError> {
+        if let Some(shared) = self.shared() {
+            shared.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Under `exactly_once`, gives up partitions the group took away without asking: this
+    /// instance missed its session timeout (stalled, or cut off while the group coordinator
+    /// moved). Their open transactions are aborted, not committed, so nothing written since the
+    /// last commit counts, and the stage rejoins the group, which assigns it partitions again.
+    /// Unless a producer was fenced: another instance took a partition over while this one still
+    /// wrote to it, and the stage stops.
+    fn lose(&mut self) {
+        let partitions: Vec<i32> = self.parts.keys().copied().collect();
+        if partitions.is_empty() {
+            return;
+        }
+        tracing::warn!(
+            ?partitions,
+            "Partitions lost: the group dropped this instance past its session timeout; their \
+             open transactions are aborted and the group joined again."
+        );
+        let mut fenced = None;
+        for (partition, part) in &self.parts {
+            match part
+                .writer
+                .abort()
+                .and_then(|()| part.writer.check_fenced())
+            {
+                Ok(()) => {}
+                Err(error @ OutputError::Fenced { .. }) => {
+                    fenced.get_or_insert(error);
+                }
+                Err(error) => {
+                    tracing::warn!(partition, %error, "Aborting the transaction failed.");
+                }
+            }
+        }
+        if let Some(error) = fenced {
+            self.fail(error.into());
+        }
+    }
+
+    /// Aborts every partition's open transaction, if any. A failure is only logged: the brokers
+    /// abort it themselves when the partition's next owner initialises its transactional id.
+    fn abort_all(&self) {
+        for (partition, part) in &self.parts {
+            if let Err(error) = part.writer.abort() {
+                tracing::warn!(partition, %error, "Aborting the transaction failed.");
+            }
+        }
     }
 
     fn measure_lag(&mut self, consumer: &BaseConsumer<Context>) {
@@ -574,6 +772,22 @@ impl Engine {
     }
 }
 
+/// Writes the declarations of `keys`, sums input partition `partition` holds a share of, to its
+/// changelog partition.
+fn declare(
+    writer: &Output,
+    changelog: &str,
+    scoping: &Scoping,
+    partition: i32,
+    keys: &[ListingSumKey],
+) -> Result<(), OutputError> {
+    for key in keys {
+        let value = encode_declared(scoping, key);
+        writer.send(changelog, Some(partition), &declared_key(key), &value)?;
+    }
+    Ok(())
+}
+
 /// The aggregation stage.
 pub struct Worker {
     consumer: BaseConsumer<Context>,
@@ -608,7 +822,6 @@ impl Worker {
             scoping,
             restorer,
             parts: BTreeMap::new(),
-            in_transaction: false,
             paused: false,
             fatal: None,
             last_flush: Instant::now(),
@@ -658,13 +871,15 @@ impl Worker {
         let ended = {
             let mut engine = self.consumer.context().engine();
             // After a failure nothing more is made durable: the failed record's offset must not
-            // be committed (an open transaction is aborted by the broker when the next instance
-            // initialises the same transactional id, or when it times out).
+            // be committed, and open transactions are aborted (were this instance killed, the
+            // brokers would abort them when the partitions' next owner initialises their
+            // transactional ids).
             let flushed = if outcome.is_ok() && engine.fatal.is_none() {
                 engine
                     .flush(&self.consumer, true)
-                    .and_then(|()| Ok(engine.setup.output.flush()?))
+                    .and_then(|()| engine.drain())
             } else {
+                engine.abort_all();
                 Ok(())
             };
             engine.parts.clear();

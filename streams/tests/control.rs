@@ -1,5 +1,8 @@
-//! Runtime control of the real `streams` binary against the local cluster:
-//! pause stops reading, and a replay request is refused and leaves the final sums unchanged.
+//! Runtime control of the real `streams` binary against the local cluster: pause stops reading,
+//! and a replay request is refused and leaves the final sums unchanged.
+//!
+//! The start-up refusal of `exactly_once` on brokers without transactions (`output.rs`) has no
+//! test here: the local cluster's brokers have transactions.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test crate: a panic is a failed test
 
@@ -24,15 +27,12 @@ async fn pause_stops_reading_and_a_refused_replay_leaves_the_sums_exact() {
     assert!(await_records_in(port, 3_000, Duration::from_secs(60)).await);
 
     let http = reqwest::Client::new();
-    let url = |path: &str| format!("http://127.0.0.1:{port}{path}");
-    let paused: serde_json::Value = http
-        .post(url("/pause"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    // The admin server takes a mutating request only as JSON (core::admin).
+    let post = |path: &str| {
+        http.post(format!("http://127.0.0.1:{port}{path}"))
+            .header("content-type", "application/json")
+    };
+    let paused: serde_json::Value = post("/pause").send().await.unwrap().json().await.unwrap();
     assert_eq!(paused["paused"], true);
     tokio::time::sleep(Duration::from_secs(1)).await;
     let before = records_in(port).await;
@@ -45,13 +45,13 @@ async fn pause_stops_reading_and_a_refused_replay_leaves_the_sums_exact() {
     );
     assert_eq!(status(port).await.unwrap()["paused"], true);
 
-    let replay = http.post(url("/replay")).send().await.unwrap();
+    let replay = post("/replay").send().await.unwrap();
     assert_eq!(replay.status(), reqwest::StatusCode::CONFLICT);
     let body: serde_json::Value = replay.json().await.unwrap();
     assert_eq!(body["replayed"], false);
     assert!(body["reason"].as_str().unwrap().contains("double-count"));
 
-    http.post(url("/resume")).send().await.unwrap();
+    post("/resume").send().await.unwrap();
     pipeline
         .await_sums(&expected_distinct(&ops), Duration::from_secs(90))
         .await;

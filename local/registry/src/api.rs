@@ -1,6 +1,8 @@
 //! The HTTP API: Confluent Schema Registry's routes, request bodies, JSON answers and error
 //! bodies, on axum.
 
+use std::sync::Arc;
+
 use axum::Router;
 use axum::extract::{FromRequest, Path, Query, Request, State};
 use axum::http::{StatusCode, header};
@@ -12,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tracing::{debug, error, info};
 
+use crate::auth::{self, BasicAuth};
 use crate::compat::CompatibilityLevel;
 use crate::error::RegistryError;
 use crate::store::{SchemaRequest, Store, VersionSelector};
@@ -27,8 +30,8 @@ const ACCEPTED_MEDIA_TYPES: [&str; 4] = [
     "application/octet-stream",
 ];
 
-/// The registry's routes over `store`.
-pub fn router(store: Store) -> Router {
+/// The registry's routes over `store`; with `auth`, changes need its credentials.
+pub fn router(store: Store, auth: Option<BasicAuth>) -> Router {
     Router::new()
         .route("/", get(root))
         .route("/schemas/types", get(schema_types))
@@ -73,6 +76,7 @@ pub fn router(store: Store) -> Router {
         )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(Arc::new(auth), auth::guard))
         .layer(middleware::from_fn(log_request))
         .with_state(store)
 }

@@ -8,6 +8,7 @@ use tokio::net::TcpListener;
 use tracing::{info, warn};
 use tracing_subscriber::EnvFilter;
 
+use crate::auth::BasicAuth;
 use crate::error::StoreError;
 use crate::store::Store;
 
@@ -19,9 +20,18 @@ use crate::store::Store;
     about = "A schema registry speaking the Confluent Schema Registry REST API (Avro only)."
 )]
 pub struct Args {
-    /// The address to listen on.
+    /// The address to listen on (loopback unless told otherwise).
     #[arg(long, env = "REGISTRY_LISTEN", default_value = "127.0.0.1:18081")]
     pub listen: SocketAddr,
+    /// USER:PASSWORD that changes (POST, PUT, DELETE) must carry as HTTP basic auth; reads stay
+    /// open. Unset: no auth. Prefer the environment variable: a flag shows in `ps`.
+    #[arg(
+        long,
+        env = "REGISTRY_BASIC_AUTH",
+        hide_env_values = true,
+        value_name = "USER:PASSWORD"
+    )]
+    pub basic_auth: Option<BasicAuth>,
     /// The directory holding the registry's state file (created if missing).
     #[arg(long, env = "REGISTRY_DATA_DIR")]
     pub data_dir: PathBuf,
@@ -85,8 +95,15 @@ pub async fn run(args: Args) -> Result<(), RunError> {
             source,
         })?;
     let addr = listener.local_addr().map_err(RunError::Serve)?;
-    info!(%addr, data_dir = %args.data_dir.display(), "Registry listening.");
-    crate::serve(listener, store, shutdown_signal())
+    let auth_user = args.basic_auth.as_ref().map(BasicAuth::user);
+    info!(%addr, data_dir = %args.data_dir.display(), auth_user, "Registry listening.");
+    if args.basic_auth.is_none() && !addr.ip().is_loopback() {
+        warn!(
+            %addr,
+            "Anyone who reaches this address can change the schemas: set REGISTRY_BASIC_AUTH."
+        );
+    }
+    crate::serve(listener, store, args.basic_auth, shutdown_signal())
         .await
         .map_err(RunError::Serve)?;
     info!("Registry stopped.");

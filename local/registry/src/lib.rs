@@ -3,7 +3,8 @@
 //! `confluentinc/cp-schema-registry`.
 //!
 //! [`Store`] holds the state (in memory, or persisted to a JSON file), [`router`] answers
-//! HTTP over it, and [`serve`] runs that on a listener until a shutdown future resolves:
+//! HTTP over it (changes behind optional basic auth, [`auth`]), and [`serve`] runs that on a
+//! listener until a shutdown future resolves:
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
@@ -11,7 +12,7 @@
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
 //! let url = format!("http://{}", listener.local_addr()?);
 //! let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-//! let server = tokio::spawn(serve(listener, Store::in_memory(), async {
+//! let server = tokio::spawn(serve(listener, Store::in_memory(), None, async {
 //!     let _ = stopped.await;
 //! }));
 //! // ... talk to `url` ...
@@ -23,6 +24,7 @@
 //! ```
 
 pub mod api;
+pub mod auth;
 pub mod cli;
 pub mod compat;
 pub mod error;
@@ -32,21 +34,23 @@ pub mod store;
 use std::future::Future;
 
 pub use api::router;
+pub use auth::BasicAuth;
 pub use compat::CompatibilityLevel;
 pub use error::{RegistryError, StoreError};
 pub use store::{SchemaRequest, Store};
 
 /// Serves the registry over `store` on `listener` until `shutdown` resolves, then lets the
-/// requests in flight finish.
+/// requests in flight finish. With `auth`, changes need its credentials.
 pub async fn serve<F>(
     listener: tokio::net::TcpListener,
     store: Store,
+    auth: Option<BasicAuth>,
     shutdown: F,
 ) -> std::io::Result<()>
 where
     F: Future<Output = ()> + Send + 'static,
 {
-    axum::serve(listener, router(store))
+    axum::serve(listener, router(store, auth))
         .with_graceful_shutdown(shutdown)
         .await
 }

@@ -4,10 +4,10 @@
 
 #![allow(dead_code)] // each test file uses a part
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::TcpListener;
 use std::process::{Child, Command, Output, Stdio};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
 use hmac::{Hmac, Mac};
@@ -23,6 +23,7 @@ use rdkafka::message::{Headers, Message};
 use rdkafka::topic_partition_list::TopicPartitionList;
 use serde_json::Value;
 use sha2::Sha256;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 /// The seller key every test's scraper runs with.
@@ -30,6 +31,12 @@ pub const KEY: &str = "test-seller-key";
 
 /// The market's first product id (its default).
 pub const FIRST_ID: i64 = 100_000_001;
+
+/// The market most crawls run against: 2,500 products, 2 % of their pages captchas.
+pub const MARKET_ARGS: &[&str] = &["--products", "2500", "--captcha-rate", "0.02"];
+
+/// The ids most crawls cover: the first 2,000 of the market's.
+pub const IDS: (i64, i64) = (FIRST_ID, FIRST_ID + 1999);
 
 /// A `market` serving on a free loopback port until dropped.
 pub struct Market {
@@ -121,6 +128,30 @@ impl Topics {
     }
 }
 
+/// What a crawl test runs against: the local cluster, a market, and topics of its own.
+pub struct Bench {
+    /// The local cluster.
+    pub cluster: Cluster,
+    /// The market crawled.
+    pub market: Market,
+    /// Fresh topics on the cluster.
+    pub topics: Topics,
+}
+
+impl Bench {
+    /// Requires the cluster, starts a market with `args` and creates fresh topics.
+    pub async fn start(args: &[&str]) -> Self {
+        let cluster = Cluster::require().await;
+        let market = Market::start(args).await;
+        let topics = Topics::new(&cluster).await;
+        Self {
+            cluster,
+            market,
+            topics,
+        }
+    }
+}
+
 /// The `scraper` binary crawling `market` into `topics`, with `extra` environment variables.
 pub fn scraper(market: &Market, topics: &Topics, extra: &[(&str, &str)]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_scraper"));
@@ -153,9 +184,14 @@ pub async fn output(mut command: Command) -> Output {
         .unwrap()
 }
 
-/// Runs a `--once` crawl of `from..=to` to its end and checks that it succeeded.
-pub async fn crawl_once(market: &Market, topics: &Topics, from: i64, to: i64) -> Output {
-    let mut command = scraper(market, topics, &[]);
+/// The `scraper` binary set for a `--once` crawl of `from..=to` (see [`scraper`]).
+pub fn once_command(
+    market: &Market,
+    topics: &Topics,
+    extra: &[(&str, &str)],
+    (from, to): (i64, i64),
+) -> Command {
+    let mut command = scraper(market, topics, extra);
     command.args([
         "--once",
         "--from",
@@ -163,13 +199,103 @@ pub async fn crawl_once(market: &Market, topics: &Topics, from: i64, to: i64) ->
         "--to",
         &to.to_string(),
     ]);
-    let out = output(command).await;
+    command
+}
+
+/// Runs a `--once` crawl of `from..=to` to its end and checks that it succeeded.
+pub async fn crawl_once(market: &Market, topics: &Topics, from: i64, to: i64) -> Output {
+    let out = output(once_command(market, topics, &[], (from, to))).await;
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
     out
+}
+
+/// Runs the `--once` crawl of `from..=to` again after its first `run` (a "restart", a "rerun")
+/// was cut short, and checks that it resumed and that every listing the truth expects is on the
+/// topic exactly once, all under one crawl id.
+pub async fn assert_rerun_resumes(
+    config: &Config,
+    market: &Market,
+    topics: &Topics,
+    (from, to): (i64, i64),
+    run: &str,
+) {
+    let out = crawl_once(market, topics, from, to).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("(resumed)"),
+        "the {run} did not resume: {stdout}"
+    );
+    let truth = market.truth(from, to).await;
+    let records = read_listings(config, &topics.listings).await;
+    assert_exactly_the_truth(&records, &truth);
+    let crawls: BTreeSet<_> = records.iter().map(|r| r.crawl.clone()).collect();
+    assert_eq!(
+        crawls.len(),
+        1,
+        "the {run} must go on with the same crawl id: {crawls:?}"
+    );
+}
+
+/// A random number below `bound`, from the clock (enough to vary a kill point).
+pub fn random_below(bound: u32) -> usize {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    usize::try_from(nanos % bound).unwrap()
+}
+
+/// Waits until `topic` holds at least `count` listings, looking every 100 ms after calling
+/// `check` (which panics when the crawl has ended too early); returns how many it holds.
+pub async fn wait_for_listings(
+    config: &Config,
+    topic: &str,
+    count: usize,
+    mut check: impl FnMut(),
+) -> usize {
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        check();
+        let listed = read_listings(config, topic).await.len();
+        if listed >= count {
+            return listed;
+        }
+    }
+}
+
+/// Runs the crawl `command` in the background until `topic` holds `count` listings, checking
+/// that the crawl has not ended before `what` comes; returns the running crawl and how many
+/// listings the topic holds.
+pub async fn crawl_until_listed(
+    command: Command,
+    config: &Config,
+    topic: &str,
+    count: usize,
+    what: &str,
+) -> (JoinHandle<Output>, usize) {
+    let crawl = tokio::spawn(output(command));
+    let listed = wait_for_listings(config, topic, count, || {
+        assert!(!crawl.is_finished(), "the crawl ended before {what}");
+    })
+    .await;
+    (crawl, listed)
+}
+
+/// Spawns the crawl `command` and kills it with SIGKILL once `topic` holds `count` listings.
+pub async fn kill_once_listed(command: Command, config: &Config, topic: &str, count: usize) {
+    let mut child = spawn(command);
+    wait_for_listings(config, topic, count, || {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the first run ended ({status}) before the kill point");
+        }
+    })
+    .await;
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
 }
 
 /// Spawns `command` with its output discarded.
@@ -231,23 +357,39 @@ pub async fn read_events(config: &Config, topic: &str) -> Vec<ScraperEvent> {
     events
 }
 
-/// Payloads and crawl headers of `topic` up to its current end.
-async fn read_raw(config: &Config, topic: &str) -> Vec<(Vec<u8>, Option<String>)> {
+/// Runs `read` with `topic` on a blocking thread, with a consumer of a group of its own (named
+/// from `group`).
+pub async fn with_consumer<T: Send + 'static>(
+    config: &Config,
+    group: &str,
+    topic: &str,
+    read: impl FnOnce(&BaseConsumer, &str) -> T + Send + 'static,
+) -> T {
     let kafka = config.kafka.clone();
+    let group = group.to_owned();
     let topic = topic.to_owned();
     tokio::task::spawn_blocking(move || {
-        let consumer: BaseConsumer = consumer_config(&kafka, &unique("scraper-test"))
+        let consumer: BaseConsumer = consumer_config(&kafka, &unique(&group))
             .unwrap()
             .create()
             .unwrap();
+        read(&consumer, &topic)
+    })
+    .await
+    .unwrap()
+}
+
+/// Payloads and crawl headers of `topic` up to its current end.
+async fn read_raw(config: &Config, topic: &str) -> Vec<(Vec<u8>, Option<String>)> {
+    with_consumer(config, "scraper-test", topic, |consumer, topic| {
         let timeout = Duration::from_secs(10);
-        let metadata = consumer.fetch_metadata(Some(&topic), timeout).unwrap();
+        let metadata = consumer.fetch_metadata(Some(topic), timeout).unwrap();
         let mut list = TopicPartitionList::new();
         let mut ends = BTreeMap::new();
         for p in metadata.topics()[0].partitions() {
-            let (low, high) = consumer.fetch_watermarks(&topic, p.id(), timeout).unwrap();
+            let (low, high) = consumer.fetch_watermarks(topic, p.id(), timeout).unwrap();
             if high > low {
-                list.add_partition_offset(&topic, p.id(), Offset::Beginning)
+                list.add_partition_offset(topic, p.id(), Offset::Beginning)
                     .unwrap();
                 ends.insert(p.id(), high);
             }
@@ -257,11 +399,23 @@ async fn read_raw(config: &Config, topic: &str) -> Vec<(Vec<u8>, Option<String>)
             return out;
         }
         consumer.assign(&list).unwrap();
+        // A broker that cannot be reached (a node a test stopped) comes as a consumer error
+        // while the others serve the topic: only a silence of 30 s ends the read.
+        let mut last_record = std::time::Instant::now();
+        let mut last_error = None;
         while !ends.is_empty() {
-            let m = consumer
-                .poll(Duration::from_secs(30))
-                .expect("the topic stalled")
-                .unwrap();
+            let m = match consumer.poll(Duration::from_millis(200)) {
+                Some(Ok(m)) => m,
+                silence_or_error => {
+                    last_error = silence_or_error.and_then(Result::err).or(last_error);
+                    assert!(
+                        last_record.elapsed() < Duration::from_secs(30),
+                        "the topic stalled (last error: {last_error:?})"
+                    );
+                    continue;
+                }
+            };
+            last_record = std::time::Instant::now();
             if ends
                 .get(&m.partition())
                 .is_some_and(|end| m.offset() + 1 >= *end)
@@ -279,7 +433,6 @@ async fn read_raw(config: &Config, topic: &str) -> Vec<(Vec<u8>, Option<String>)
         out
     })
     .await
-    .unwrap()
 }
 
 /// Checks that `records` hold exactly the listings the truth expects for `from..=to`, each once.

@@ -7,7 +7,9 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::future::join_all;
 use marketflow_core::Config;
@@ -160,6 +162,43 @@ impl Env {
         }
     }
 
+    /// Waits (up to `limit`) until the rows of `table` are exactly `latest`.
+    pub async fn wait_for_latest(
+        &self,
+        table: &str,
+        latest: &BTreeMap<i64, Listing>,
+        limit: Duration,
+    ) {
+        self.wait_for("every key at its latest value", limit, || async {
+            self.listing_rows(table).await == *latest
+        })
+        .await;
+    }
+
+    /// Encodes `records` and produces them in chunks of `chunk`, `pause` between chunks, so that
+    /// a sink is consuming while it is killed.
+    pub async fn produce_slowly(
+        &self,
+        topic: &str,
+        records: &[Listing],
+        chunk: usize,
+        pause: Duration,
+    ) {
+        let keys = self.codec.encoder(topic, Part::Key, schema::LISTING_KEY);
+        let values = self.codec.encoder(topic, Part::Value, schema::LISTING);
+        let mut encoded = Vec::new();
+        for listing in records {
+            encoded.push((
+                keys.encode(&listing.key()).await.unwrap(),
+                Some(values.encode(listing).await.unwrap()),
+            ));
+        }
+        for part in encoded.chunks(chunk) {
+            self.produce_raw(topic, part).await;
+            tokio::time::sleep(pause).await;
+        }
+    }
+
     /// Waits until `table` holds `rows` rows.
     pub async fn wait_for_rows(&self, table: &str, rows: i64, limit: Duration) {
         let mut last = -1;
@@ -231,6 +270,171 @@ impl Env {
 /// `n` arbitrary listings with distinct product ids, from `seed`.
 pub use marketflow_core::record::arbitrary::distinct_listings as listings;
 
+/// `keys` distinct products (from `seed`) in windows of 50, each written 4 times within its
+/// window with the values of `versions_seed..versions_seed + 4`: new keys arrive until the end.
+pub fn rewritten_in_windows(keys: usize, seed: u64, versions_seed: u64) -> Vec<Listing> {
+    let base = listings(keys, seed);
+    let versions: Vec<Vec<Listing>> = (0..4).map(|v| listings(keys, versions_seed + v)).collect();
+    let mut sent = Vec::new();
+    for (w, window) in base.chunks(50).enumerate() {
+        for version in &versions {
+            for (i, key) in window.iter().enumerate() {
+                let mut listing = version[w * 50 + i].clone();
+                listing.product_id = key.product_id;
+                sent.push(listing);
+            }
+        }
+    }
+    sent
+}
+
+/// The last of `sent` for each product id.
+pub fn latest_by_product(sent: &[Listing]) -> BTreeMap<i64, Listing> {
+    sent.iter().map(|l| (l.product_id, l.clone())).collect()
+}
+
+/// A random number below `bound`, from the clock (enough to vary a kill point).
+pub fn random_below(bound: u64) -> u64 {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    u64::from(nanos.wrapping_mul(2_654_435_761)) % bound.max(1)
+}
+
+/// A free port on loopback for a child's admin server.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A config file (its name from `prefix`) with a short group session, so that the group drops a
+/// killed member within seconds rather than librdkafka's default 45 s; everything else comes from
+/// `MARKETFLOW__` variables (dotted librdkafka names cannot be spelt as environment variables).
+pub fn session_config(prefix: &str) -> PathBuf {
+    let path = std::env::temp_dir().join(format!("{}.toml", unique(prefix)));
+    std::fs::write(
+        &path,
+        "[kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"1000\"\n",
+    )
+    .unwrap();
+    path
+}
+
+/// The variables that point a `sink` child at `topic`, with a group and a dead-letter topic
+/// named after `prefix`.
+pub fn child_vars(topic: &str, prefix: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("MARKETFLOW__SINK__TOPICS", format!("[{topic}]")),
+        (
+            "MARKETFLOW__SINK__GROUP_ID",
+            unique(&format!("{prefix}-group")),
+        ),
+        (
+            "MARKETFLOW__SINK__DEAD_LETTER_TOPIC",
+            unique(&format!("{prefix}-dlq")),
+        ),
+    ]
+}
+
+/// A log file in the temporary directory, named from `prefix`.
+pub fn log_file(prefix: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("{}.log", unique(prefix)))
+}
+
+/// The real `sink` binary as a child process, killed if the test ends (or panics) before
+/// stopping it.
+pub struct SinkProcess {
+    pub process: std::process::Child,
+    pub admin: u16,
+}
+
+impl Drop for SinkProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.process.try_wait() {
+            let _ = self.process.kill();
+            let _ = self.process.wait();
+        }
+    }
+}
+
+impl SinkProcess {
+    /// Starts the real `sink` binary on `env`'s database with `config` and `vars`, appending
+    /// its log to `log`.
+    pub fn start(env: &Env, vars: &[(&str, String)], config: &Path, log: &Path) -> Self {
+        let admin = free_port();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_sink"));
+        command
+            .arg("--config")
+            .arg(config)
+            .env("MARKETFLOW__SINK__DATABASE_URL", &env.url)
+            .env("MARKETFLOW__SINK__ADMIN_ADDR", format!("127.0.0.1:{admin}"))
+            .env("MARKETFLOW__SINK__BATCH_SIZE", "100")
+            .env("MARKETFLOW__SINK__BATCH_MAX_AGE", "100ms")
+            .env("RUST_LOG", "warn,marketflow_sink=info")
+            .stdout(Stdio::null())
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(log)
+                    .unwrap(),
+            );
+        for (key, value) in vars {
+            command.env(key, value);
+        }
+        Self {
+            process: command.spawn().expect("starting the sink binary"),
+            admin,
+        }
+    }
+
+    /// `GET /status`, or `None` while the admin server does not answer.
+    pub async fn status(&self) -> Option<serde_json::Value> {
+        let url = format!("http://127.0.0.1:{}/status", self.admin);
+        reqwest::get(url).await.ok()?.json().await.ok()
+    }
+
+    /// The partitions assigned to it, as its status shows them.
+    pub async fn partitions(&self) -> Vec<i64> {
+        let status = self.status().await.unwrap_or_default();
+        let mut partitions: Vec<i64> = status["partitions"]
+            .as_array()
+            .map(|list| {
+                list.iter()
+                    .filter_map(|p| p["partition"].as_i64())
+                    .collect()
+            })
+            .unwrap_or_default();
+        partitions.sort_unstable();
+        partitions
+    }
+
+    /// Records it consumed so far (0 while it starts).
+    pub async fn records_in(&self) -> u64 {
+        let status = self.status().await.unwrap_or_default();
+        status["records_in"].as_u64().unwrap_or(0)
+    }
+
+    /// SIGKILL, and waits for it to end.
+    pub fn kill(&mut self) {
+        self.process.kill().unwrap();
+        self.process.wait().unwrap();
+    }
+
+    /// SIGTERM, then checks that it exits 0.
+    pub fn stop(mut self) {
+        let pid = self.process.id().to_string();
+        let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(status.success());
+        let exit = self.process.wait().unwrap();
+        assert!(exit.success(), "the sink exited with {exit} after SIGTERM");
+    }
+}
+
 /// A sink running in this process.
 pub struct Running {
     pub shutdown: CancellationToken,
@@ -286,7 +490,10 @@ impl Running {
         body: Option<serde_json::Value>,
     ) -> (u16, serde_json::Value) {
         let client = reqwest::Client::new();
-        let mut request = client.post(format!("http://{}{path}", self.admin));
+        // The admin server takes mutations as JSON only (a cross-site form cannot send it).
+        let mut request = client
+            .post(format!("http://{}{path}", self.admin))
+            .header("content-type", "application/json");
         if let Some(body) = body {
             request = request.json(&body);
         }

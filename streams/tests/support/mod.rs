@@ -1,6 +1,7 @@
 //! Helpers of the cluster-backed tests: a workload of listings, updates and tombstones with its
 //! independently computed sums, a producer of it, the real `streams` binary on its own topics and
-//! group, and a reader of the sums topic through the registry.
+//! group under either guarantee, and readers of the sums and affordable topics through the
+//! registry.
 
 #![allow(
     dead_code,
@@ -10,7 +11,7 @@
 )] // each test binary uses a part
 
 use std::collections::BTreeMap;
-use std::io::Write;
+use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -33,6 +34,29 @@ pub enum Op {
     /// The product's tombstone.
     Tombstone(i64),
 }
+
+/// How the `streams` binary under test keeps its sums exact (`streams.guarantee`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Guarantee {
+    /// No transactions: the affordable topic gets every accepted listing at least once.
+    Changelog,
+    /// Kafka transactions: the affordable topic gets every accepted listing exactly once.
+    ExactlyOnce,
+}
+
+impl Guarantee {
+    /// The environment that selects this guarantee, for [`Pipeline::start`].
+    pub fn env(self) -> [(&'static str, &'static str); 1] {
+        let name = match self {
+            Self::Changelog => "changelog",
+            Self::ExactlyOnce => "exactly_once",
+        };
+        [("MARKETFLOW__STREAMS__GUARANTEE", name)]
+    }
+}
+
+/// What identifies one version of a listing on the affordable topic.
+pub type VersionId = (i64, Option<i64>, Option<String>);
 
 /// Count, sum, min, max of one sum.
 pub type Figures = (i64, i64, Option<i64>, Option<i64>);
@@ -338,6 +362,160 @@ impl Pipeline {
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }
+
+    /// The input offsets the pipeline's group has committed, summed over the input partitions
+    /// (0 for a partition without one): how many input records its commits cover.
+    pub async fn committed(&self) -> i64 {
+        let servers = self.cluster.config.kafka.bootstrap_servers.clone();
+        let (topic, group) = (self.input.clone(), self.group.clone());
+        tokio::task::spawn_blocking(move || {
+            // Asks the group coordinator only: the group is not joined.
+            let consumer: BaseConsumer = ClientConfig::new()
+                .set("bootstrap.servers", &servers)
+                .set("group.id", &group)
+                .set("enable.auto.commit", "false")
+                .set("isolation.level", "read_committed")
+                .create()
+                .unwrap();
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                let asked = consumer
+                    .fetch_metadata(Some(&topic), Duration::from_secs(10))
+                    .and_then(|metadata| {
+                        let mut tpl = TopicPartitionList::new();
+                        for p in 0..metadata.topics()[0].partitions().len() {
+                            tpl.add_partition(&topic, p as i32);
+                        }
+                        consumer.committed_offsets(tpl, Duration::from_secs(10))
+                    });
+                match asked {
+                    Ok(tpl) => {
+                        return tpl
+                            .elements()
+                            .iter()
+                            .filter_map(|e| match e.offset() {
+                                Offset::Offset(offset) => Some(offset),
+                                _ => None,
+                            })
+                            .sum();
+                    }
+                    // The cluster is shared: a broker may be restarting.
+                    Err(e) if Instant::now() < deadline => {
+                        eprintln!("reading the offsets of {group}: {e}; retrying");
+                        std::thread::sleep(Duration::from_millis(500));
+                    }
+                    Err(e) => panic!("reading the offsets of {group}: {e}"),
+                }
+            }
+        })
+        .await
+        .unwrap()
+    }
+
+    /// The end offsets of `topic`, summed over its partitions: with `read_committed`, where a
+    /// `read_committed` reader's view ends (before the first open transaction); without,
+    /// everything written, open transactions included.
+    pub async fn end_offsets(&self, topic: &str, read_committed: bool) -> i64 {
+        let servers = self.cluster.config.kafka.bootstrap_servers.clone();
+        let topic = topic.to_owned();
+        let isolation = if read_committed {
+            "read_committed"
+        } else {
+            "read_uncommitted"
+        };
+        tokio::task::spawn_blocking(move || {
+            let consumer: BaseConsumer = ClientConfig::new()
+                .set("bootstrap.servers", &servers)
+                .set("group.id", unique("watermarks"))
+                .set("isolation.level", isolation)
+                .create()
+                .unwrap();
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                let asked = consumer
+                    .fetch_metadata(Some(&topic), Duration::from_secs(10))
+                    .and_then(|metadata| {
+                        (0..metadata.topics()[0].partitions().len())
+                            .map(|p| {
+                                consumer
+                                    .fetch_watermarks(&topic, p as i32, Duration::from_secs(10))
+                                    .map(|(_, high)| high)
+                            })
+                            .sum::<Result<i64, _>>()
+                    });
+                match asked {
+                    Ok(end) => return end,
+                    // The cluster is shared: a broker may be restarting.
+                    Err(e) if Instant::now() < deadline => {
+                        eprintln!("reading the end offsets of {topic}: {e}; retrying");
+                        std::thread::sleep(Duration::from_millis(500));
+                    }
+                    Err(e) => panic!("reading the end offsets of {topic}: {e}"),
+                }
+            }
+        })
+        .await
+        .unwrap()
+    }
+
+    /// How many times each version occurs on the affordable topic, read `read_committed`.
+    pub async fn forwarded_versions(&self) -> BTreeMap<VersionId, usize> {
+        let mut forwarded = BTreeMap::new();
+        for (_, value) in read_all(&self.cluster, &self.affordable).await {
+            let l: Listing = self.codec.decode(&value).await.unwrap();
+            *forwarded
+                .entry((l.product_id, l.price, l.category_level1))
+                .or_default() += 1;
+        }
+        forwarded
+    }
+
+    /// Asserts that the affordable topic holds every accepted version of `ops`: exactly as
+    /// often as the workload has it under `exactly_once`, at least as often under `changelog`.
+    pub async fn assert_forwarded(&self, ops: &[Op], guarantee: Guarantee) {
+        let accepted = accepted_versions(ops);
+        let forwarded = self.forwarded_versions().await;
+        let missing: Vec<_> = accepted
+            .iter()
+            .filter(|(v, n)| forwarded.get(*v).copied().unwrap_or(0) < **n)
+            .take(10)
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "accepted listings never forwarded (first 10, with their count in the input): \
+             {missing:?}"
+        );
+        if guarantee == Guarantee::ExactlyOnce {
+            let extra: Vec<_> = forwarded
+                .iter()
+                .filter(|(v, n)| accepted.get(*v).copied().unwrap_or(0) != **n)
+                .take(10)
+                .collect();
+            let total: usize = forwarded.values().sum();
+            assert!(
+                extra.is_empty(),
+                "under exactly_once {total} listings were forwarded for {} accepted; forwarded \
+                 more often than accepted, or never accepted (first 10, with their count on the \
+                 topic): {extra:?}",
+                accepted.values().sum::<usize>()
+            );
+        }
+    }
+}
+
+/// How many times each accepted version (priced at most 1,000,000) occurs in the workload.
+pub fn accepted_versions(ops: &[Op]) -> BTreeMap<VersionId, usize> {
+    let mut accepted = BTreeMap::new();
+    for op in ops {
+        if let Op::Version(l) = op
+            && l.price.is_some_and(|p| p <= 1_000_000)
+        {
+            *accepted
+                .entry((l.product_id, l.price, l.category_level1.clone()))
+                .or_default() += 1;
+        }
+    }
+    accepted
 }
 
 /// The figures of the sums whose count is not 0.
@@ -358,6 +536,8 @@ pub async fn read_all(cluster: &Cluster, topic: &str) -> Vec<(Vec<u8>, Vec<u8>)>
             .set("group.id", unique("reader"))
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "true")
+            // Only what committed transactions wrote (and everything written without one).
+            .set("isolation.level", "read_committed")
             .create()
             .unwrap();
         let metadata = consumer
@@ -370,10 +550,11 @@ pub async fn read_all(cluster: &Cluster, topic: &str) -> Vec<(Vec<u8>, Vec<u8>)>
                 .unwrap();
         }
         consumer.assign(&tpl).unwrap();
-        let mut ended = 0;
+        // Partitions read to their end (a partition may report its end more than once).
+        let mut ended = std::collections::BTreeSet::new();
         let mut records = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(60);
-        while ended < partitions {
+        while ended.len() < partitions {
             assert!(
                 Instant::now() < deadline,
                 "reading {topic} took over a minute"
@@ -384,8 +565,12 @@ pub async fn read_all(cluster: &Cluster, topic: &str) -> Vec<(Vec<u8>, Vec<u8>)>
                         records.push((k.to_vec(), v.to_vec()));
                     }
                 }
-                Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => ended += 1,
-                Some(Err(e)) => panic!("reading {topic}: {e}"),
+                Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
+                    ended.insert(p);
+                }
+                // The cluster is shared: a broker may be restarting, and the client recovers
+                // (the deadline above catches one that does not).
+                Some(Err(e)) => eprintln!("reading {topic}: {e}; retrying"),
                 None => {}
             }
         }
@@ -408,6 +593,37 @@ pub fn free_port() -> u16 {
 pub fn kill(child: &mut Child) {
     child.kill().unwrap();
     child.wait().unwrap();
+}
+
+/// Sends `signal` (`"STOP"`, `"CONT"`, ...) to a child.
+pub fn signal(child: &Child, signal: &str) {
+    let sent = Command::new("kill")
+        .args([&format!("-{signal}"), &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success(), "kill -{signal} {} failed", child.id());
+}
+
+/// Starts `command` with its stderr captured (and echoed unless `STREAMS_TEST_QUIET` is set),
+/// and returns the child and a thread that yields the whole stderr once the child closed it.
+pub fn start_capturing(mut command: Command) -> (Child, std::thread::JoinHandle<String>) {
+    command.stderr(Stdio::piped());
+    let mut child = command.spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let echo = std::env::var_os("STREAMS_TEST_QUIET").is_none();
+    let reader = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in BufReader::new(stderr).lines() {
+            let line = line.unwrap_or_default();
+            if echo {
+                eprintln!("{line}");
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    (child, reader)
 }
 
 /// Stops a child with SIGTERM and waits for its graceful exit.
