@@ -129,9 +129,11 @@ install_kafka() {
   say "fetching Apache Kafka $KAFKA_VERSION from Maven Central into $KAFKA_LIBS (first run only)"
   rm -rf "$KAFKA_LIBS"
   mkdir -p "$KAFKA_LIBS"
-  mvn -B -q -Dstyle.color=never -f "$KAFKA_SRC/pom.xml" dependency:copy-dependencies \
-    -DoutputDirectory="$KAFKA_LIBS" -DincludeScope=runtime >&2 ||
-    die "fetching Kafka's jars failed; run: mvn -f local/kafka/pom.xml dependency:copy-dependencies -DoutputDirectory=$KAFKA_LIBS"
+  mvn -B -Dstyle.color=never -f "$KAFKA_SRC/pom.xml" dependency:copy-dependencies \
+    -DoutputDirectory="$KAFKA_LIBS" -DincludeScope=runtime >"$STATE/logs/maven.log" 2>&1 || {
+    tail -n 20 "$STATE/logs/maven.log" >&2
+    die "fetching Kafka's jars failed (see $STATE/logs/maven.log); run: mvn -f local/kafka/pom.xml dependency:copy-dependencies -DoutputDirectory=$KAFKA_LIBS"
+  }
   [[ -f $KAFKA_LIBS/kafka_2.13-$KAFKA_VERSION.jar ]] || die "Maven gave no kafka_2.13-$KAFKA_VERSION.jar in $KAFKA_LIBS"
   touch "$stamp"
 }
