@@ -10,15 +10,13 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use marketflow_core::kafka::{create_admin, create_producer};
-use marketflow_core::record::{Listing, ListingKey};
-use marketflow_core::schema::{self, Part};
+use marketflow_core::kafka::create_admin;
+use marketflow_core::record::Listing;
 use marketflow_core::testkit::unique;
 use marketflow_streams::changelog::decode_change;
 use rdkafka::admin::{AdminOptions, NewTopic, TopicReplication};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
-use rdkafka::producer::FutureRecord;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use support::{Op, Pipeline, Rng, expected_distinct, free_port, kill, listing, terminate};
 
@@ -79,35 +77,6 @@ fn version(rng: &mut Rng, id: i64, price: i64, category: &str) -> Op {
     listing.category_path = Some(category.to_owned());
     listing.category_level1 = Some(category.to_owned());
     Op::Version(listing)
-}
-
-/// Produces `ops` in order to [`PARTITION`] of the input topic.
-async fn produce(pipeline: &Pipeline, ops: &[Op]) {
-    let producer = create_producer(&pipeline.cluster.config.kafka).unwrap();
-    let keys = pipeline
-        .codec
-        .encoder(&pipeline.input, Part::Key, schema::LISTING_KEY);
-    let values = pipeline
-        .codec
-        .encoder(&pipeline.input, Part::Value, schema::LISTING);
-    let mut pending = Vec::with_capacity(ops.len());
-    for op in ops {
-        let (id, value) = match op {
-            Op::Version(l) => (l.product_id, Some(values.encode(l).await.unwrap())),
-            Op::Tombstone(id) => (*id, None),
-        };
-        let key = keys.encode(&ListingKey { product_id: id }).await.unwrap();
-        let mut record = FutureRecord::to(&pipeline.input)
-            .key(&key)
-            .partition(PARTITION);
-        if let Some(value) = &value {
-            record = record.payload(value);
-        }
-        pending.push(producer.send_result(record).map_err(|(e, _)| e).unwrap());
-    }
-    for delivery in pending {
-        delivery.await.unwrap().unwrap();
-    }
 }
 
 /// One record of a topic: its offset, key and value (`None` for a tombstone).
@@ -226,7 +195,7 @@ async fn a_restart_after_compaction_restores_exact_sums() {
         .clone()
         .map(|id| version(&mut rng, id, 1_000 * id, &format!("compaction-from-{id}")))
         .collect();
-    produce(&pipeline, &first).await;
+    pipeline.produce_to(&first, Some(PARTITION)).await;
     for round in 0..5 {
         let chunk: Vec<Op> = regulars
             .clone()
@@ -236,7 +205,7 @@ async fn a_restart_after_compaction_restores_exact_sums() {
                 version(&mut rng, id, 10 * id + round, category)
             })
             .collect();
-        produce(&pipeline, &chunk).await;
+        pipeline.produce_to(&chunk, Some(PARTITION)).await;
         first.extend(chunk);
         tokio::time::sleep(Duration::from_millis(400)).await;
     }
@@ -255,13 +224,13 @@ async fn a_restart_after_compaction_restores_exact_sums() {
         .collect();
     let mut streams =
         Running(pipeline.start(port, &[("MARKETFLOW__STREAMS__COMMIT_INTERVAL", "1h")]));
-    produce(&pipeline, &second).await;
+    pipeline.produce_to(&second, Some(PARTITION)).await;
     for round in 5..10 {
         let chunk: Vec<Op> = regulars
             .clone()
             .map(|id| version(&mut rng, id, 10 * id + round, "디지털기기"))
             .collect();
-        produce(&pipeline, &chunk).await;
+        pipeline.produce_to(&chunk, Some(PARTITION)).await;
         second.extend(chunk);
         tokio::time::sleep(Duration::from_millis(400)).await;
     }
@@ -340,7 +309,7 @@ async fn a_restart_after_compaction_restores_exact_sums() {
         .step_by(10)
         .map(|id| version(&mut rng, id, 7 * id, "도서"))
         .collect();
-    produce(&pipeline, &third).await;
+    pipeline.produce_to(&third, Some(PARTITION)).await;
     let all: Vec<Op> = first.into_iter().chain(second).chain(third).collect();
     let expected = expected_distinct(&all);
     assert!(

@@ -22,6 +22,7 @@ use marketflow_core::record::{Listing, ListingKey, ListingSum, ListingSumKey};
 use marketflow_core::schema::{self, Part};
 use marketflow_core::testkit::{Cluster, unique};
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaResult;
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
@@ -254,6 +255,12 @@ impl Pipeline {
 
     /// Produces the workload to the input topic, in order, keyed by product id.
     pub async fn produce(&self, ops: &[Op]) {
+        self.produce_to(ops, None).await;
+    }
+
+    /// Produces the workload to the input topic, in order, keyed by product id: to `partition`
+    /// when given, else where the key's partitioner puts it.
+    pub async fn produce_to(&self, ops: &[Op], partition: Option<i32>) {
         let producer: FutureProducer = create_producer(&self.cluster.config.kafka).unwrap();
         let keys = self
             .codec
@@ -269,6 +276,9 @@ impl Pipeline {
             };
             let key = keys.encode(&ListingKey { product_id: id }).await.unwrap();
             let mut record = FutureRecord::to(&self.input).key(&key);
+            if let Some(partition) = partition {
+                record = record.partition(partition);
+            }
             if let Some(value) = &value {
                 record = record.payload(value);
             }
@@ -377,36 +387,22 @@ impl Pipeline {
                 .set("isolation.level", "read_committed")
                 .create()
                 .unwrap();
-            let deadline = Instant::now() + Duration::from_secs(60);
-            loop {
-                let asked = consumer
-                    .fetch_metadata(Some(&topic), Duration::from_secs(10))
-                    .and_then(|metadata| {
-                        let mut tpl = TopicPartitionList::new();
-                        for p in 0..metadata.topics()[0].partitions().len() {
-                            tpl.add_partition(&topic, p as i32);
-                        }
-                        consumer.committed_offsets(tpl, Duration::from_secs(10))
-                    });
-                match asked {
-                    Ok(tpl) => {
-                        return tpl
-                            .elements()
-                            .iter()
-                            .filter_map(|e| match e.offset() {
-                                Offset::Offset(offset) => Some(offset),
-                                _ => None,
-                            })
-                            .sum();
-                    }
-                    // The cluster is shared: a broker may be restarting.
-                    Err(e) if Instant::now() < deadline => {
-                        eprintln!("reading the offsets of {group}: {e}; retrying");
-                        std::thread::sleep(Duration::from_millis(500));
-                    }
-                    Err(e) => panic!("reading the offsets of {group}: {e}"),
+            until_answered(&format!("reading the offsets of {group}"), || {
+                let metadata = consumer.fetch_metadata(Some(&topic), Duration::from_secs(10))?;
+                let mut tpl = TopicPartitionList::new();
+                for p in 0..metadata.topics()[0].partitions().len() {
+                    tpl.add_partition(&topic, p as i32);
                 }
-            }
+                let committed = consumer.committed_offsets(tpl, Duration::from_secs(10))?;
+                Ok(committed
+                    .elements()
+                    .iter()
+                    .filter_map(|e| match e.offset() {
+                        Offset::Offset(offset) => Some(offset),
+                        _ => None,
+                    })
+                    .sum())
+            })
         })
         .await
         .unwrap()
@@ -430,29 +426,16 @@ impl Pipeline {
                 .set("isolation.level", isolation)
                 .create()
                 .unwrap();
-            let deadline = Instant::now() + Duration::from_secs(60);
-            loop {
-                let asked = consumer
-                    .fetch_metadata(Some(&topic), Duration::from_secs(10))
-                    .and_then(|metadata| {
-                        (0..metadata.topics()[0].partitions().len())
-                            .map(|p| {
-                                consumer
-                                    .fetch_watermarks(&topic, p as i32, Duration::from_secs(10))
-                                    .map(|(_, high)| high)
-                            })
-                            .sum::<Result<i64, _>>()
-                    });
-                match asked {
-                    Ok(end) => return end,
-                    // The cluster is shared: a broker may be restarting.
-                    Err(e) if Instant::now() < deadline => {
-                        eprintln!("reading the end offsets of {topic}: {e}; retrying");
-                        std::thread::sleep(Duration::from_millis(500));
-                    }
-                    Err(e) => panic!("reading the end offsets of {topic}: {e}"),
-                }
-            }
+            until_answered(&format!("reading the end offsets of {topic}"), || {
+                let metadata = consumer.fetch_metadata(Some(&topic), Duration::from_secs(10))?;
+                (0..metadata.topics()[0].partitions().len())
+                    .map(|p| {
+                        consumer
+                            .fetch_watermarks(&topic, p as i32, Duration::from_secs(10))
+                            .map(|(_, high)| high)
+                    })
+                    .sum::<KafkaResult<i64>>()
+            })
         })
         .await
         .unwrap()
@@ -680,4 +663,20 @@ pub fn produce_slowly(
             tokio::time::sleep(pause).await;
         }
     })
+}
+
+/// Runs `ask` until it answers, for up to a minute, then panics naming `what`: the cluster is
+/// shared, and a broker may be restarting.
+fn until_answered<T>(what: &str, mut ask: impl FnMut() -> KafkaResult<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match ask() {
+            Ok(answer) => return answer,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("{what}: {e}; retrying");
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            Err(e) => panic!("{what}: {e}"),
+        }
+    }
 }
