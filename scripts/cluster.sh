@@ -149,10 +149,9 @@ build_registry() {
 kafka_java() { java -cp "$KAFKA_LIBS/*" "$@"; }
 
 # The tools: short JVMs, so a small heap and the quick-starting compiler only.
-kafka_tool_java() {
-  kafka_java -Xmx256m -XX:TieredStopAtLevel=1 -XX:+UseSerialGC -Djava.awt.headless=true \
-    -Dlog4j2.configurationFile="$KAFKA_SRC/tools-log4j2.properties" "$@"
-}
+TOOL_JVM=(-XX:TieredStopAtLevel=1 -XX:+UseSerialGC -Djava.awt.headless=true
+  -Dlog4j2.configurationFile="$KAFKA_SRC/tools-log4j2.properties")
+kafka_tool_java() { kafka_java -Xmx256m "${TOOL_JVM[@]}" "$@"; }
 
 node_dir() { echo "$STATE/kafka/node-$1"; }
 
@@ -424,9 +423,8 @@ kafka_cmd() {
     *) [[ " $* " == *" --bootstrap-server"* || " $* " == *" --bootstrap-controller"* || " $* " == *" --help "* ]] ||
       args=(--bootstrap-server "$BOOTSTRAP" "${args[@]}") ;;
   esac
-  exec java -cp "$KAFKA_LIBS/*" -Xmx512m -XX:TieredStopAtLevel=1 -XX:+UseSerialGC \
-    -Djava.awt.headless=true -Dlog4j2.configurationFile="$KAFKA_SRC/tools-log4j2.properties" \
-    "${KAFKA_TOOLS[$tool]}" "${args[@]}"
+  # A person's tool (a console consumer may run long and hold more): a larger heap.
+  exec java -cp "$KAFKA_LIBS/*" -Xmx512m "${TOOL_JVM[@]}" "${KAFKA_TOOLS[$tool]}" "${args[@]}"
 }
 
 case ${1:-} in
