@@ -36,8 +36,27 @@ pub const LISTING_SUM: SchemaFile = SchemaFile {
     json: include_str!("../schemas/listing-sum.avsc"),
 };
 
-/// Every schema file of the contract.
-pub const ALL: [SchemaFile; 4] = [LISTING_KEY, LISTING, LISTING_SUM_KEY, LISTING_SUM];
+/// Key of the `scraper-events` topic: `core/schemas/scraper-event-key.avsc`.
+pub const SCRAPER_EVENT_KEY: SchemaFile = SchemaFile {
+    full_name: "io.marketflow.scraper.ScraperEventKey",
+    json: include_str!("../schemas/scraper-event-key.avsc"),
+};
+
+/// Value of the `scraper-events` topic: `core/schemas/scraper-event.avsc`.
+pub const SCRAPER_EVENT: SchemaFile = SchemaFile {
+    full_name: "io.marketflow.scraper.ScraperEvent",
+    json: include_str!("../schemas/scraper-event.avsc"),
+};
+
+/// Every schema file of the contract: one entry per file in `core/schemas/` (a test checks).
+pub const ALL: [SchemaFile; 6] = [
+    LISTING_KEY,
+    LISTING,
+    LISTING_SUM_KEY,
+    LISTING_SUM,
+    SCRAPER_EVENT_KEY,
+    SCRAPER_EVENT,
+];
 
 impl SchemaFile {
     /// Parses the schema.
@@ -76,18 +95,6 @@ pub fn subject(topic: &str, part: Part) -> String {
     }
 }
 
-/// Key of the `scraper-events` topic: `core/schemas/scraper-event-key.avsc`.
-pub const SCRAPER_EVENT_KEY: SchemaFile = SchemaFile {
-    full_name: "io.marketflow.scraper.ScraperEventKey",
-    json: include_str!("../schemas/scraper-event-key.avsc"),
-};
-
-/// Value of the `scraper-events` topic: `core/schemas/scraper-event.avsc`.
-pub const SCRAPER_EVENT: SchemaFile = SchemaFile {
-    full_name: "io.marketflow.scraper.ScraperEvent",
-    json: include_str!("../schemas/scraper-event.avsc"),
-};
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -104,6 +111,24 @@ mod tests {
             };
             assert_eq!(name, file.full_name);
         }
+    }
+
+    #[test]
+    fn every_file_in_the_schemas_folder_is_listed_once() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas");
+        let mut on_disk: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .map(|entry| entry.expect("a readable directory entry").path())
+            .filter(|path| path.extension().is_some_and(|ext| ext == "avsc"))
+            .map(|path| std::fs::read_to_string(&path).expect("a readable schema file"))
+            .collect();
+        let mut listed: Vec<String> = ALL.iter().map(|file| file.json.to_owned()).collect();
+        on_disk.sort();
+        listed.sort();
+        assert_eq!(
+            listed, on_disk,
+            "schema::ALL must list every core/schemas/*.avsc file exactly once"
+        );
     }
 
     #[test]
