@@ -1,9 +1,21 @@
 //! The registry codec: records to and from the Confluent wire format (magic byte `0`, a 4-byte
 //! big-endian schema id, the Avro body), with schemas registered in and fetched from a schema
 //! registry through `schema_registry_converter`, under TopicNameStrategy subjects.
+//!
+//! A payload names its writer's schema, so it is not trusted to name a fair one: a record read
+//! from a topic decodes only when its schema id is a version of the topic's subject
+//! ([`Codec::decode_value_for`]), and no record is built that would take more than
+//! `registry.max_decoded_bytes` once decoded (see [`size`]).
 
-use std::sync::Arc;
+mod size;
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use apache_avro::Schema;
+use apache_avro::reader::datum::GenericDatumReader;
+use apache_avro::schema::{Names, ResolvedSchema};
 use apache_avro::types::Value;
 use schema_registry_converter::async_impl::avro::{AvroDecoder, AvroEncoder};
 use schema_registry_converter::async_impl::schema_registry::SrSettings;
@@ -16,8 +28,14 @@ use serde::de::DeserializeOwned;
 use crate::config::RegistryConfig;
 use crate::schema::{Part, SchemaFile, subject};
 
+pub use size::MAX_DEPTH;
+
 /// Bytes before the Avro body: the magic byte and the schema id.
 pub const HEADER_LEN: usize = 5;
+
+/// How long a schema id found foreign to a subject stays so before the registry is asked again
+/// (the same schema registered under the subject later gets the same id).
+const FOREIGN_RECHECK: Duration = Duration::from_secs(60);
 
 /// What went wrong encoding or decoding a record.
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +93,37 @@ pub enum CodecError {
         /// What the Avro deserialiser said.
         detail: String,
     },
+    /// The payload's schema id is not a version of the subject the topic's records are
+    /// registered under: a record written with someone else's schema, refused unread.
+    #[error(
+        "schema id {id} is not a version of subject {subject} (the registry at {url} has it under \
+         {found}): a record written for another topic, refused unread"
+    )]
+    ForeignSchema {
+        /// The schema id in the payload.
+        id: u32,
+        /// The subject expected (`<topic>-value` or `<topic>-key`).
+        subject: String,
+        /// The subjects the id is a version of, for people.
+        found: String,
+        /// The registry asked.
+        url: String,
+    },
+    /// The record would take more than the cap once decoded, or nest too deep: refused before
+    /// it is built.
+    #[error(
+        "payload with schema id {id} {detail}; refused before it is built (the cap is \
+         registry.max_decoded_bytes = {max} bytes, and {depth} levels of nesting)",
+        depth = MAX_DEPTH
+    )]
+    TooLarge {
+        /// The schema id in the payload.
+        id: u32,
+        /// The cap, in bytes.
+        max: usize,
+        /// What was over the limit.
+        detail: String,
+    },
     /// The record could not be encoded or its schema not registered.
     #[error("cannot encode a record for subject {subject} at {url}: {detail}")]
     Encode {
@@ -109,6 +158,8 @@ impl CodecError {
             Self::RegistryUnavailable { .. } => "registry_unavailable",
             Self::MalformedBody { .. } => "malformed_body",
             Self::Mismatch { .. } => "type_mismatch",
+            Self::ForeignSchema { .. } => "foreign_schema",
+            Self::TooLarge { .. } => "too_large",
             Self::Encode { .. } => "encode",
         }
     }
@@ -127,12 +178,31 @@ pub fn schema_id(payload: &[u8]) -> Result<u32, CodecError> {
 }
 
 /// Encodes and decodes records through a schema registry. Cheap to share behind an `Arc`; it
-/// caches schemas and ids, so each schema costs one registry round trip per process.
+/// caches schemas, ids and which subjects an id belongs to, so each costs one registry round
+/// trip per process.
 #[derive(Debug)]
 pub struct Codec {
     url: String,
     encoder: AvroEncoder,
     decoder: AvroDecoder,
+    http: reqwest::Client,
+    max_decoded_bytes: usize,
+    writers: Mutex<HashMap<u32, Arc<WriterSchema>>>,
+    memberships: Mutex<HashMap<(String, u32), Membership>>,
+}
+
+/// Whether a schema id is a version of a subject, as the registry last said.
+#[derive(Debug, Clone)]
+enum Membership {
+    Member,
+    Foreign { found: String, asked: Instant },
+}
+
+/// One entry of `GET /schemas/ids/{id}/versions`.
+#[derive(Debug, serde::Deserialize)]
+struct SubjectVersion {
+    subject: String,
+    version: u32,
 }
 
 impl Codec {
@@ -141,23 +211,37 @@ impl Codec {
     /// # Errors
     /// When the HTTP client cannot be built (e.g. the URL is not one).
     pub fn new(config: &RegistryConfig) -> Result<Self, CodecError> {
+        let unavailable = |detail: String| CodecError::RegistryUnavailable {
+            url: config.url.clone(),
+            detail,
+        };
         let settings = SrSettings::new_builder(config.url.clone())
             .set_timeout(config.timeout)
             .build()
-            .map_err(|e| CodecError::RegistryUnavailable {
-                url: config.url.clone(),
-                detail: e.to_string(),
-            })?;
+            .map_err(|e| unavailable(e.to_string()))?;
+        let http = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .build()
+            .map_err(|e| unavailable(e.to_string()))?;
         Ok(Self {
-            url: config.url.clone(),
+            url: config.url.trim_end_matches('/').to_owned(),
             encoder: AvroEncoder::new(settings.clone()),
             decoder: AvroDecoder::new(settings),
+            http,
+            max_decoded_bytes: config.max_decoded_bytes,
+            writers: Mutex::default(),
+            memberships: Mutex::default(),
         })
     }
 
     /// The registry's URL.
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// The most a record's key or value may take once decoded (`registry.max_decoded_bytes`).
+    pub fn max_decoded_bytes(&self) -> usize {
+        self.max_decoded_bytes
     }
 
     /// A handle that encodes `part` of `topic`'s records with `schema`, registering the schema
@@ -174,29 +258,63 @@ impl Codec {
         }
     }
 
-    /// Decodes a wire-format payload into `T`.
+    /// Decodes `part` of a record read from `topic` into `T`, once its schema id is found to be
+    /// a version of `<topic>-key|value`.
+    ///
+    /// # Errors
+    /// As [`Codec::decode_value_for`], and [`CodecError::Mismatch`].
+    pub async fn decode_for<T: DeserializeOwned>(
+        &self,
+        topic: &str,
+        part: Part,
+        payload: &[u8],
+    ) -> Result<T, CodecError> {
+        let (schema, value) = self.decode_value_for(topic, part, payload).await?;
+        from_value(schema.id, &value)
+    }
+
+    /// Decodes `part` of a record read from `topic` into a generic Avro value, with the schema
+    /// it was written with, once its schema id is found to be a version of
+    /// `<topic>-key|value` (TopicNameStrategy).
+    ///
+    /// # Errors
+    /// [`CodecError::ForeignSchema`] when the id belongs to other subjects only, and the errors
+    /// of [`Codec::decode_value`].
+    pub async fn decode_value_for(
+        &self,
+        topic: &str,
+        part: Part,
+        payload: &[u8],
+    ) -> Result<(Arc<AvroSchema>, Value), CodecError> {
+        let id = schema_id(payload)?;
+        self.check_subject(&subject(topic, part), id).await?;
+        self.decode_value(payload).await
+    }
+
+    /// Decodes a wire-format payload into `T`, with whatever schema its id names (no subject
+    /// check: for payloads of known origin; see [`Codec::decode_for`]).
     ///
     /// # Errors
     /// A [`CodecError`] naming what is wrong with the payload, or that the registry is down.
     pub async fn decode<T: DeserializeOwned>(&self, payload: &[u8]) -> Result<T, CodecError> {
         let (schema, value) = self.decode_value(payload).await?;
-        apache_avro::from_value(&value).map_err(|e| CodecError::Mismatch {
-            id: schema.id,
-            target: std::any::type_name::<T>(),
-            detail: e.to_string(),
-        })
+        from_value(schema.id, &value)
     }
 
     /// Decodes a wire-format payload into a generic Avro value, with the schema it was written
-    /// with.
+    /// with (no subject check: see [`Codec::decode_value_for`]). Nothing over
+    /// `registry.max_decoded_bytes` is built.
     ///
     /// # Errors
-    /// A [`CodecError`] naming what is wrong with the payload, or that the registry is down.
+    /// A [`CodecError`] naming what is wrong with the payload ([`CodecError::TooLarge`] over
+    /// the cap), or that the registry is down.
     pub async fn decode_value(
         &self,
         payload: &[u8],
     ) -> Result<(Arc<AvroSchema>, Value), CodecError> {
         let id = schema_id(payload)?;
+        let writer = self.writer_schema(id).await?;
+        writer.check_size(&payload[HEADER_LEN..], self.max_decoded_bytes)?;
         match self.decoder.decode_with_schema(Some(payload)).await {
             Ok(Some(decoded)) => Ok((decoded.schema, decoded.value)),
             Ok(None) => Err(CodecError::Short { len: payload.len() }),
@@ -232,6 +350,208 @@ impl Codec {
             }
         })
     }
+
+    /// The schema registered under `id`, ready for bounded decoding ([`WriterSchema::decode`]).
+    ///
+    /// # Errors
+    /// As [`Codec::schema`], and [`CodecError::MalformedBody`] when the schema's named types do
+    /// not resolve.
+    pub async fn writer_schema(&self, id: u32) -> Result<Arc<WriterSchema>, CodecError> {
+        if let Some(writer) = lock(&self.writers).get(&id) {
+            return Ok(writer.clone());
+        }
+        let schema = self.schema(id).await?;
+        let writer = Arc::new(WriterSchema::new(id, schema.parsed.clone())?);
+        lock(&self.writers).insert(id, writer.clone());
+        Ok(writer)
+    }
+
+    /// Checks that schema `id` is a version of `subject` (soft-deleted versions included: they
+    /// were the subject's when their records were written), asking the registry
+    /// (`GET /schemas/ids/{id}/versions`) once per subject and id; an id found foreign is asked
+    /// about again after a minute.
+    ///
+    /// # Errors
+    /// [`CodecError::ForeignSchema`] when it is not, [`CodecError::UnknownSchemaId`] when the
+    /// registry does not know the id, [`CodecError::RegistryUnavailable`] when it cannot be
+    /// asked.
+    pub async fn check_subject(&self, subject: &str, id: u32) -> Result<(), CodecError> {
+        let key = (subject.to_owned(), id);
+        match lock(&self.memberships).get(&key) {
+            Some(Membership::Member) => return Ok(()),
+            Some(Membership::Foreign { found, asked }) if asked.elapsed() < FOREIGN_RECHECK => {
+                return Err(self.foreign(subject, id, found.clone()));
+            }
+            _ => {}
+        }
+        let versions = self.versions_of(id).await?;
+        let membership = if versions.iter().any(|v| v.subject == subject) {
+            Membership::Member
+        } else {
+            let found = versions
+                .iter()
+                .map(|v| format!("{} v{}", v.subject, v.version))
+                .collect::<Vec<_>>()
+                .join(", ");
+            Membership::Foreign {
+                found: if found.is_empty() {
+                    "no subject".to_owned()
+                } else {
+                    found
+                },
+                asked: Instant::now(),
+            }
+        };
+        lock(&self.memberships).insert(key, membership.clone());
+        match membership {
+            Membership::Member => Ok(()),
+            Membership::Foreign { found, .. } => Err(self.foreign(subject, id, found)),
+        }
+    }
+
+    fn foreign(&self, subject: &str, id: u32, found: String) -> CodecError {
+        CodecError::ForeignSchema {
+            id,
+            subject: subject.to_owned(),
+            found,
+            url: self.url.clone(),
+        }
+    }
+
+    /// The subject-version pairs that hold schema `id`, deleted ones included.
+    async fn versions_of(&self, id: u32) -> Result<Vec<SubjectVersion>, CodecError> {
+        let url = format!("{}/schemas/ids/{id}/versions?deleted=true", self.url);
+        let unavailable = |detail: String| CodecError::RegistryUnavailable {
+            url: self.url.clone(),
+            detail,
+        };
+        let response = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| unavailable(format!("GET {url}: {e}")))?;
+        let status = response.status();
+        if status == reqwest::StatusCode::NOT_FOUND {
+            let body = response.text().await.unwrap_or_default();
+            return Err(CodecError::UnknownSchemaId {
+                id,
+                url: self.url.clone(),
+                detail: format!("GET {url}: {status}: {body}"),
+            });
+        }
+        if !status.is_success() {
+            // A registry that refuses a read (auth, overload) is waited for, not trusted less.
+            let body = response.text().await.unwrap_or_default();
+            return Err(unavailable(format!("GET {url}: {status}: {body}")));
+        }
+        response
+            .json()
+            .await
+            .map_err(|e| unavailable(format!("GET {url}: not a list of subject versions: {e}")))
+    }
+}
+
+/// A writer's schema ready for bounded decoding: its id, the parsed schema and its named types.
+pub struct WriterSchema {
+    id: u32,
+    schema: Schema,
+    names: Names,
+}
+
+impl std::fmt::Debug for WriterSchema {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WriterSchema")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WriterSchema {
+    /// Schema `id`, with its named types resolved.
+    ///
+    /// # Errors
+    /// [`CodecError::MalformedBody`] when they do not resolve (nothing can decode with it).
+    pub fn new(id: u32, schema: Schema) -> Result<Self, CodecError> {
+        let names = ResolvedSchema::try_from(&schema)
+            .map_err(|e| CodecError::MalformedBody {
+                id,
+                detail: format!("its schema does not resolve: {e}"),
+            })?
+            .get_names()
+            .iter()
+            .map(|(name, named)| (name.clone(), (*named).clone()))
+            .collect();
+        Ok(Self { id, schema, names })
+    }
+
+    /// The schema id.
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    /// The parsed schema.
+    pub fn schema(&self) -> &Schema {
+        &self.schema
+    }
+
+    /// What decoding the Avro `body` (the payload after [`HEADER_LEN`]) would allocate, in
+    /// bytes, when it is at most `max_decoded_bytes`, without building anything.
+    ///
+    /// # Errors
+    /// [`CodecError::TooLarge`] over the cap or [`MAX_DEPTH`] levels of nesting,
+    /// [`CodecError::MalformedBody`] when the body does not decode.
+    pub fn check_size(&self, body: &[u8], max_decoded_bytes: usize) -> Result<usize, CodecError> {
+        let id = self.id;
+        size::decoded_size(&self.schema, &self.names, body, max_decoded_bytes).map_err(|refusal| {
+            match refusal {
+                size::Refusal::TooLarge { bytes } => CodecError::TooLarge {
+                    id,
+                    max: max_decoded_bytes,
+                    detail: format!("would take at least {bytes} bytes once decoded"),
+                },
+                size::Refusal::TooDeep => CodecError::TooLarge {
+                    id,
+                    max: max_decoded_bytes,
+                    detail: format!("nests values deeper than {MAX_DEPTH} levels"),
+                },
+                size::Refusal::Malformed(detail) => CodecError::MalformedBody { id, detail },
+            }
+        })
+    }
+
+    /// Decodes the Avro `body` (the payload after [`HEADER_LEN`]), once
+    /// [`WriterSchema::check_size`] has found it within `max_decoded_bytes`.
+    ///
+    /// # Errors
+    /// As [`WriterSchema::check_size`], and [`CodecError::MalformedBody`] when apache-avro
+    /// refuses the body.
+    pub fn decode(&self, body: &[u8], max_decoded_bytes: usize) -> Result<Value, CodecError> {
+        self.check_size(body, max_decoded_bytes)?;
+        let malformed = |e: apache_avro::Error| CodecError::MalformedBody {
+            id: self.id,
+            detail: e.to_string(),
+        };
+        let mut body = body;
+        GenericDatumReader::builder(&self.schema)
+            .build()
+            .map_err(malformed)?
+            .read_value(&mut body)
+            .map_err(malformed)
+    }
+}
+
+fn from_value<T: DeserializeOwned>(id: u32, value: &Value) -> Result<T, CodecError> {
+    apache_avro::from_value(value).map_err(|e| CodecError::Mismatch {
+        id,
+        target: std::any::type_name::<T>(),
+        detail: e.to_string(),
+    })
+}
+
+/// A cache's lock: the maps hold no invariant a panic elsewhere could break.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Encodes one subject's records; see [`Codec::encoder`].
@@ -277,6 +597,7 @@ fn describe(e: &SRCError) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use apache_avro::writer::datum::GenericDatumWriter;
 
     #[test]
     fn schema_id_reads_the_big_endian_id_after_the_magic_byte() {
@@ -302,7 +623,105 @@ mod tests {
         assert!(!CodecError::ForeignMagic { byte: 1 }.is_retryable());
     }
 
+    #[test]
+    fn foreign_and_oversized_records_are_poison_with_their_own_class() {
+        let foreign = CodecError::ForeignSchema {
+            id: 7,
+            subject: "listings-value".into(),
+            found: "other-value v1".into(),
+            url: "http://registry".into(),
+        };
+        assert_eq!(foreign.class(), "foreign_schema");
+        assert!(!foreign.is_retryable());
+        assert!(
+            foreign
+                .to_string()
+                .contains("not a version of subject listings-value"),
+            "{foreign}"
+        );
+        let large = CodecError::TooLarge {
+            id: 7,
+            max: 4,
+            detail: "would take at least 5 bytes once decoded".into(),
+        };
+        assert_eq!(large.class(), "too_large");
+        assert!(!large.is_retryable());
+        assert!(
+            large.to_string().contains("registry.max_decoded_bytes = 4"),
+            "{large}"
+        );
+    }
+
+    #[test]
+    fn a_record_over_the_cap_is_refused_and_one_under_it_decodes() {
+        let writer = listing_writer();
+        let listing = crate::record::arbitrary::distinct_listings(1, 3).remove(0);
+        let body = body(&writer, &listing);
+        let size = writer.check_size(&body, usize::MAX).unwrap();
+        assert!(size >= body.len(), "{size} < {}", body.len());
+        let decoded: crate::record::Listing =
+            from_value(1, &writer.decode(&body, size).unwrap()).unwrap();
+        assert_eq!(decoded, listing);
+        assert!(matches!(
+            writer.decode(&body, size - 1),
+            Err(CodecError::TooLarge { id: 1, .. })
+        ));
+    }
+
+    fn listing_writer() -> WriterSchema {
+        WriterSchema::new(1, crate::schema::LISTING.parse().unwrap()).unwrap()
+    }
+
+    /// The Avro body of `listing`.
+    fn body(writer: &WriterSchema, listing: &crate::record::Listing) -> Vec<u8> {
+        GenericDatumWriter::builder(writer.schema())
+            .build()
+            .unwrap()
+            .write_value_to_vec(apache_avro::to_value(listing).unwrap())
+            .unwrap()
+    }
+
+    /// `body` decoded by apache-avro alone.
+    fn avro_decode(writer: &WriterSchema, body: &[u8]) -> apache_avro::AvroResult<Value> {
+        GenericDatumReader::builder(writer.schema())
+            .build()?
+            .read_value(&mut &body[..])
+    }
+
     proptest::proptest! {
+        /// The size walk reads a listing as apache-avro does: it accepts every listing, and what
+        /// it builds is the same value.
+        #[test]
+        fn every_listing_decodes_within_a_cap_of_its_own_size(
+            listing in crate::record::arbitrary::listing()
+        ) {
+            let writer = listing_writer();
+            let body = body(&writer, &listing);
+            let size = writer.check_size(&body, usize::MAX).unwrap();
+            let expected = avro_decode(&writer, &body).unwrap();
+            proptest::prop_assert_eq!(writer.decode(&body, size).unwrap(), expected);
+        }
+
+        /// On damaged bodies the walk never calls malformed what apache-avro decodes.
+        #[test]
+        fn the_size_walk_never_refuses_what_apache_avro_decodes(
+            listing in crate::record::arbitrary::listing(),
+            flips in proptest::collection::vec((proptest::prelude::any::<usize>(), proptest::prelude::any::<u8>()), 0..4),
+            cut in proptest::prelude::any::<usize>(),
+        ) {
+            let writer = listing_writer();
+            let mut body = body(&writer, &listing);
+            for (at, byte) in flips {
+                let len = body.len();
+                body[at % len] = byte;
+            }
+            body.truncate(cut % (body.len() + 1));
+            if let Err(CodecError::MalformedBody { detail, .. }) = writer.check_size(&body, 4 << 20) {
+                let decoded = avro_decode(&writer, &body);
+                proptest::prop_assert!(decoded.is_err(), "walk said {detail}, apache-avro decoded {decoded:?}");
+            }
+        }
+
         #[test]
         fn schema_id_never_panics(payload in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..16)) {
             let _ = schema_id(&payload);

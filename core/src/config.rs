@@ -178,6 +178,9 @@ pub struct RegistryConfig {
     /// Timeout of one registry request.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
+    /// Largest size, in bytes, one record's key or value may take once decoded; a record over it
+    /// is refused (`too_large`) before it is built, whatever its schema says.
+    pub max_decoded_bytes: usize,
 }
 
 impl Default for RegistryConfig {
@@ -185,6 +188,7 @@ impl Default for RegistryConfig {
         Self {
             url: "http://127.0.0.1:18081".to_owned(),
             timeout: Duration::from_secs(10),
+            max_decoded_bytes: 4 * 1024 * 1024,
         }
     }
 }

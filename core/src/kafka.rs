@@ -57,6 +57,17 @@ pub enum ClientError {
     Kafka(#[from] KafkaError),
 }
 
+/// The largest record batch a broker takes by default: Kafka's `message.max.bytes` (1 MiB plus
+/// the 12 bytes of a batch's log overhead, unchanged through Kafka 4.1; `local/kafka` and the
+/// compose file keep it), which is also every topic's `max.message.bytes` unless set.
+/// librdkafka's own default is 1,000,000 bytes, so without this a record the broker accepted
+/// from another client (a Java producer's limit is 1,048,576) could be consumed but never sent
+/// again: not to the dead-letter topic, not onward. The producer takes the broker's limit; a
+/// cluster with another one sets `[kafka.properties] "message.max.bytes"` to match. Consumers
+/// need nothing: a fetch returns at least one whole batch whatever `max.partition.fetch.bytes`
+/// says (KIP-74), and librdkafka raises `fetch.max.bytes` to `message.max.bytes` by itself.
+pub const BROKER_MESSAGE_MAX_BYTES: usize = 1_048_588;
+
 /// Properties a producer must keep as they are: idempotence and full acknowledgement are what make
 /// retries safe (no duplicates, no loss when a broker fails).
 const PRODUCER_GUARDS: &[(&str, &[&str], &str)] = &[
@@ -121,7 +132,8 @@ fn base_config(
     Ok(config)
 }
 
-/// The producer's configuration: idempotent, `acks=all`, then the passthrough properties.
+/// The producer's configuration: idempotent, `acks=all`, records up to the broker's size limit
+/// ([`BROKER_MESSAGE_MAX_BYTES`]), then the passthrough properties.
 ///
 /// # Errors
 /// [`ClientError::Refused`] when a property would turn idempotence or full acks off.
@@ -130,7 +142,8 @@ pub fn producer_config(kafka: &KafkaConfig) -> Result<ClientConfig, ClientError>
     config
         .set("enable.idempotence", "true")
         .set("acks", "all")
-        .set("linger.ms", "5");
+        .set("linger.ms", "5")
+        .set("message.max.bytes", BROKER_MESSAGE_MAX_BYTES.to_string());
     for (key, value) in base_config(kafka, PRODUCER_GUARDS)?.config_map() {
         config.set(key, value);
     }
@@ -280,6 +293,14 @@ mod tests {
             config.get("bootstrap.servers"),
             Some("127.0.0.1:19092,127.0.0.1:19093,127.0.0.1:19094")
         );
+    }
+
+    #[test]
+    fn the_producer_sends_records_as_large_as_the_broker_takes() {
+        let config = producer_config(&KafkaConfig::default()).unwrap();
+        assert_eq!(config.get("message.max.bytes"), Some("1048588"));
+        let config = producer_config(&with(&[("message.max.bytes", "2097152")])).unwrap();
+        assert_eq!(config.get("message.max.bytes"), Some("2097152"));
     }
 
     #[test]

@@ -157,3 +157,132 @@ async fn bad_payloads_are_typed_errors() {
         other => panic!("a key decoded as a listing should be a Mismatch, got {other:?}"),
     }
 }
+
+/// Registers `schema` (Avro JSON) under `subject` on the cluster's registry, as any producer
+/// could, and returns its id.
+async fn register_raw(cluster: &Cluster, subject: &str, schema: &str) -> u32 {
+    let response = reqwest::Client::new()
+        .post(format!(
+            "{}/subjects/{subject}/versions",
+            cluster.config.registry.url
+        ))
+        .header("content-type", "application/vnd.schemaregistry.v1+json")
+        .body(serde_json::json!({ "schema": schema }).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success(), "{}", response.status());
+    let body: serde_json::Value = response.json().await.unwrap();
+    u32::try_from(body["id"].as_u64().unwrap()).unwrap()
+}
+
+/// A wire-format payload of schema `id` and Avro `body`.
+fn framed(id: u32, body: &[u8]) -> Vec<u8> {
+    let mut payload = vec![0];
+    payload.extend(id.to_be_bytes());
+    payload.extend(body);
+    payload
+}
+
+/// 18 arrays of 9 million nulls each (each array under apache-avro's own 512 MiB limit on one
+/// allocation; about 9 GB in all), in 93 bytes, for
+/// `{"type":"array","items":{"type":"array","items":"null"}}`.
+fn nested_null_bomb() -> Vec<u8> {
+    let mut body = vec![36]; // 18, zigzag
+    for _ in 0..18 {
+        body.extend([0x80, 0xd1, 0xca, 0x08, 0]); // 9,000,000, zigzag; then the end
+    }
+    body.push(0);
+    body
+}
+
+const BOMB: &str = r#"{"type":"array","items":{"type":"array","items":"null"}}"#;
+
+#[tokio::test]
+#[ignore = "needs the local cluster: scripts/cluster.sh up"]
+async fn a_schema_id_registered_under_another_subject_is_refused_unread() {
+    let cluster = Cluster::require().await;
+    let codec = Codec::new(&cluster.config.registry).unwrap();
+    let topic = unique("foreign");
+    let listing = arbitrary::distinct_listings(1, 4).remove(0);
+    let own = codec
+        .encoder(&topic, Part::Value, schema::LISTING)
+        .encode(&listing)
+        .await
+        .unwrap();
+    let decoded: Listing = codec.decode_for(&topic, Part::Value, &own).await.unwrap();
+    assert_eq!(decoded, listing);
+
+    // The listing schema itself, under another topic's subject only as far as `topic` knows:
+    // it is also a version of `topic`'s, so it decodes (one id, many subjects).
+    let elsewhere = unique("elsewhere");
+    let shared = codec
+        .encoder(&elsewhere, Part::Value, schema::LISTING)
+        .encode(&listing)
+        .await
+        .unwrap();
+    assert_eq!(shared[..5], own[..5]);
+    let _: Listing = codec
+        .decode_for(&topic, Part::Value, &shared)
+        .await
+        .unwrap();
+
+    // The bomb's schema, registered under another subject: refused before it is even fetched.
+    let other_subject = format!("{}-value", unique("other"));
+    let id = register_raw(&cluster, &other_subject, BOMB).await;
+    let payload = framed(id, &nested_null_bomb());
+    for _ in 0..2 {
+        // Twice: the second answer comes from the cache, and is the same.
+        match codec.decode_value_for(&topic, Part::Value, &payload).await {
+            Err(error @ CodecError::ForeignSchema { .. }) => {
+                assert_eq!(error.class(), "foreign_schema");
+                assert!(!error.is_retryable());
+                let message = error.to_string();
+                assert!(
+                    message.contains(&format!(
+                        "schema id {id} is not a version of subject {topic}-value"
+                    )),
+                    "{message}"
+                );
+                assert!(message.contains(&other_subject), "{message}");
+            }
+            other => panic!("expected ForeignSchema, got {other:?}"),
+        }
+    }
+    // A key's subject is `<topic>-key`: the value's schema id is foreign there.
+    assert!(matches!(
+        codec.decode_value_for(&topic, Part::Key, &own).await,
+        Err(CodecError::ForeignSchema { .. })
+    ));
+    // An id the registry does not know is still that, not foreign.
+    assert!(matches!(
+        codec
+            .decode_value_for(&topic, Part::Value, &framed(0x7fff_ff00, &[2]))
+            .await,
+        Err(CodecError::UnknownSchemaId { .. })
+    ));
+}
+
+#[tokio::test]
+#[ignore = "needs the local cluster: scripts/cluster.sh up"]
+async fn the_bomb_under_the_topics_own_subject_is_refused_over_the_cap() {
+    let cluster = Cluster::require().await;
+    let codec = Codec::new(&cluster.config.registry).unwrap();
+    assert_eq!(codec.max_decoded_bytes(), 4 << 20);
+    let topic = unique("bomb");
+    let id = register_raw(&cluster, &format!("{topic}-value"), BOMB).await;
+    let payload = framed(id, &nested_null_bomb());
+    assert!(payload.len() < 100);
+    match codec.decode_value_for(&topic, Part::Value, &payload).await {
+        Err(error @ CodecError::TooLarge { .. }) => {
+            assert_eq!(error.class(), "too_large");
+            assert!(!error.is_retryable());
+        }
+        other => panic!("expected TooLarge, got {other:?}"),
+    }
+    // The same without the subject check: the cap holds on every decode.
+    assert!(matches!(
+        codec.decode_value(&payload).await,
+        Err(CodecError::TooLarge { .. })
+    ));
+}

@@ -253,12 +253,36 @@ async fn raw_schema_by_id(State(store): State<Store>, Path(id): Path<String>) ->
     raw(store.schema_by_id(schema_id(&id)?)?.schema)
 }
 
+/// An id of the `/schemas/ids/{id}/versions|subjects` routes, as Confluent's registry reads it:
+/// a Java `Integer` (anything else is no route: HTTP 404), with a negative one found nowhere.
+fn listed_id(id: &str) -> Result<u32, ApiError> {
+    let id: i32 = id
+        .parse()
+        .map_err(|_| ApiError::http(StatusCode::NOT_FOUND))?;
+    u32::try_from(id).map_err(|_| RegistryError::SchemaNotFound.into())
+}
+
+/// Looks up the subject versions of `id`, not found answered as Confluent answers it on these
+/// routes: `Schema not found`, without the id.
+fn versions_listed(
+    store: &Store,
+    id: &str,
+    params: &Params,
+) -> Result<Vec<(String, u32)>, ApiError> {
+    store
+        .versions_of_id(listed_id(id)?, flag(params.deleted.as_ref()))
+        .map_err(|e| match e {
+            RegistryError::SchemaIdNotFound(_) => RegistryError::SchemaNotFound.into(),
+            other => other.into(),
+        })
+}
+
 async fn versions_of_id(
     State(store): State<Store>,
     Path(id): Path<String>,
     Query(params): Query<Params>,
 ) -> ApiResult {
-    let pairs = store.versions_of_id(schema_id(&id)?, flag(params.deleted.as_ref()))?;
+    let pairs = versions_listed(&store, &id, &params)?;
     let body: Vec<_> = pairs
         .into_iter()
         .map(|(subject, version)| json!({"subject": subject, "version": version}))
@@ -271,7 +295,7 @@ async fn subjects_of_id(
     Path(id): Path<String>,
     Query(params): Query<Params>,
 ) -> ApiResult {
-    let pairs = store.versions_of_id(schema_id(&id)?, flag(params.deleted.as_ref()))?;
+    let pairs = versions_listed(&store, &id, &params)?;
     let mut subjects: Vec<String> = pairs.into_iter().map(|(subject, _)| subject).collect();
     subjects.dedup();
     ok(&subjects)

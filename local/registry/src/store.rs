@@ -264,7 +264,11 @@ impl Store {
         })
     }
 
-    /// The subject-version pairs that hold schema `id`.
+    /// The subject-version pairs that hold schema `id`, by subject: as Confluent's registry,
+    /// one per subject, the latest version registered with it (a schema registered again
+    /// after a soft delete gets a new version with the same id), left out when soft-deleted
+    /// unless `include_deleted`. An id whose versions are all soft-deleted has none; one that
+    /// no version holds is not found.
     pub fn versions_of_id(
         &self,
         id: u32,
@@ -275,12 +279,14 @@ impl Store {
             Ok(state
                 .subjects
                 .iter()
-                .flat_map(|(subject, record)| {
+                .filter_map(|(subject, record)| {
                     record
                         .versions
                         .iter()
-                        .filter(move |v| v.id == id && v.visible(include_deleted))
-                        .map(move |v| (subject.clone(), v.version))
+                        .filter(|v| v.id == id)
+                        .max_by_key(|v| v.version)
+                        .filter(|v| v.visible(include_deleted))
+                        .map(|v| (subject.clone(), v.version))
                 })
                 .collect())
         })

@@ -528,3 +528,96 @@ async fn sigterm_stops_the_registry_cleanly() {
     assert!(logs.contains("Registry stopped."), "{logs}");
     assert!(dir.path().join("registry.json").exists());
 }
+
+/// `GET /schemas/ids/{id}/versions`, which consumers ask to check that a record's schema id is a
+/// version of its topic's subject, answered as cp-schema-registry answers it.
+#[tokio::test]
+async fn the_versions_of_an_id_are_listed_as_confluent_lists_them() {
+    let (_dir, sr) = start().await;
+    let id = sr.register("users-value", USER_V1).await;
+    sr.register("people-value", USER_V1).await;
+    let other = sr.register("orders-value", r#""string""#).await;
+    let versions = |path: String| {
+        let sr = &sr;
+        async move { sr.get(&path).await }
+    };
+
+    // Every subject holding the id, with its version; no other subject.
+    let (status, body) = versions(format!("/schemas/ids/{id}/versions")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        body,
+        json!([
+            {"subject": "people-value", "version": 1},
+            {"subject": "users-value", "version": 1}
+        ])
+    );
+    assert_eq!(
+        versions(format!("/schemas/ids/{other}/versions")).await.1,
+        json!([{"subject": "orders-value", "version": 1}])
+    );
+
+    // A soft-deleted version is listed only with deleted=true; the id is still found.
+    sr.delete("/subjects/people-value/versions/1").await;
+    assert_eq!(
+        versions(format!("/schemas/ids/{id}/versions")).await.1,
+        json!([{"subject": "users-value", "version": 1}])
+    );
+    assert_eq!(
+        versions(format!("/schemas/ids/{id}/versions?deleted=true"))
+            .await
+            .1,
+        json!([
+            {"subject": "people-value", "version": 1},
+            {"subject": "users-value", "version": 1}
+        ])
+    );
+
+    // Registered again after a soft delete: a new version with the same id, and one entry per
+    // subject (Confluent keeps the latest registration per subject), deleted or not.
+    assert_eq!(sr.register("people-value", USER_V1).await, id);
+    for query in ["", "?deleted=true"] {
+        assert_eq!(
+            versions(format!("/schemas/ids/{id}/versions{query}"))
+                .await
+                .1,
+            json!([
+                {"subject": "people-value", "version": 2},
+                {"subject": "users-value", "version": 1}
+            ]),
+            "{query}"
+        );
+    }
+
+    // Every version soft-deleted: found, with none listed.
+    sr.delete("/subjects/orders-value").await;
+    assert_eq!(
+        versions(format!("/schemas/ids/{other}/versions")).await,
+        (StatusCode::OK, json!([]))
+    );
+
+    // Unknown ids: Confluent's 40403 with its message on this route, which names no id.
+    for unknown in ["999", "-1", "0"] {
+        let (status, body) = versions(format!("/schemas/ids/{unknown}/versions")).await;
+        assert_eq!(
+            (status, body),
+            (
+                StatusCode::NOT_FOUND,
+                json!({"error_code": 40403, "message": "Schema not found"})
+            ),
+            "{unknown}"
+        );
+    }
+    // Not a Java Integer: no such route.
+    for bad in ["abc", "4294967296", "2147483648"] {
+        let (status, body) = versions(format!("/schemas/ids/{bad}/versions")).await;
+        assert_eq!(
+            (status, body),
+            (
+                StatusCode::NOT_FOUND,
+                json!({"error_code": 404, "message": "HTTP 404 Not Found"})
+            ),
+            "{bad}"
+        );
+    }
+}

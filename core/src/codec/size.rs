@@ -1,0 +1,401 @@
+//! The decoded-size bound: walks an Avro body against its writer's schema without building
+//! anything and adds up what apache-avro would allocate decoding it, so that a record over the
+//! cap is refused before it is built.
+//!
+//! apache-avro's own limit (`apache_avro::util::max_allocation_bytes`) is not enough: it bounds
+//! each allocation on its own, and it is process-wide and set once. Items that take no input
+//! (null, an empty record, a boolean or string at the end of the body) make a ~100-byte body of
+//! schema `{"type":"array","items":{"type":"array","items":"null"}}` hold many arrays of millions
+//! of values each, every one of them under the per-allocation limit. The walk charges what
+//! each step allocates against one budget per record, in the order apache-avro allocates it (a
+//! block's declared item count before its items, a string's length before its bytes), and reads
+//! the body exactly as `apache_avro::decode` does, quirks at the end of input included, so the
+//! two never disagree about where a value ends. Each step costs budget or is bounded by one that
+//! did, so the walk itself takes time in proportion to the cap; its depth is bounded too, since
+//! a recursive schema can nest a value a level per input byte and decoding recurses per level.
+
+use std::collections::HashMap;
+use std::mem::size_of;
+
+use apache_avro::Schema;
+use apache_avro::schema::{
+    DecimalSchema, EnumSchema, FixedSchema, InnerDecimalSchema, Name, NamespaceRef, RecordSchema,
+    UuidSchema,
+};
+use apache_avro::types::Value;
+
+/// Deepest nesting of values accepted: far above any listing's (a handful of levels), far
+/// below what the decoder's recursion can take on a 2 MiB thread stack.
+pub const MAX_DEPTH: usize = 64;
+
+/// apache-avro's own default cap on one allocation: a length over it fails there first.
+const AVRO_MAX_ALLOCATION: usize = apache_avro::util::DEFAULT_MAX_ALLOCATION_BYTES;
+
+/// Why a body is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// Decoding would allocate more than the cap: at least `bytes`.
+    TooLarge {
+        /// What was counted when the cap was passed.
+        bytes: usize,
+    },
+    /// Values nest deeper than [`MAX_DEPTH`].
+    TooDeep,
+    /// The body does not decode with this schema.
+    Malformed(String),
+}
+
+/// What decoding `body` with `schema` would allocate, in bytes (the value itself and what it
+/// owns), when that is at most `max`.
+///
+/// # Errors
+/// A [`Refusal`] when it would be more than `max`, nest deeper than [`MAX_DEPTH`], or the body
+/// does not decode.
+pub fn decoded_size<S: std::borrow::Borrow<Schema>>(
+    schema: &Schema,
+    names: &HashMap<Name, S>,
+    body: &[u8],
+    max: usize,
+) -> Result<usize, Refusal> {
+    let mut walk = Walk {
+        names,
+        body,
+        used: 0,
+        max,
+    };
+    walk.charge(size_of::<Value>())?;
+    walk.value(schema, None, 0)?;
+    Ok(walk.used)
+}
+
+struct Walk<'a, S> {
+    names: &'a HashMap<Name, S>,
+    body: &'a [u8],
+    used: usize,
+    max: usize,
+}
+
+fn malformed(what: impl Into<String>) -> Refusal {
+    Refusal::Malformed(what.into())
+}
+
+impl<S: std::borrow::Borrow<Schema>> Walk<'_, S> {
+    fn charge(&mut self, bytes: usize) -> Result<(), Refusal> {
+        self.used = self.used.saturating_add(bytes);
+        if self.used > self.max {
+            return Err(Refusal::TooLarge { bytes: self.used });
+        }
+        Ok(())
+    }
+
+    /// Charges `count` items of `each` bytes.
+    fn charge_items(&mut self, count: usize, each: usize) -> Result<(), Refusal> {
+        self.charge(count.saturating_mul(each))
+    }
+
+    /// Takes `n` bytes, or `None` (taking all there is, as `read_exact` does) when fewer remain.
+    fn take(&mut self, n: usize) -> Option<&[u8]> {
+        if n > self.body.len() {
+            self.body = &[];
+            return None;
+        }
+        let (taken, rest) = self.body.split_at(n);
+        self.body = rest;
+        Some(taken)
+    }
+
+    /// A varint, as apache-avro reads one: `None` at the end of input, even mid-varint.
+    fn varint(&mut self) -> Result<Option<u64>, Refusal> {
+        let mut value = 0u64;
+        for shift in 0..10u32 {
+            let Some(&[byte]) = self.take(1) else {
+                return Ok(None);
+            };
+            value |= u64::from(byte & 0x7f) << (shift * 7);
+            if byte >> 7 == 0 {
+                return Ok(Some(value));
+            }
+        }
+        Err(malformed("a varint longer than 10 bytes"))
+    }
+
+    fn long(&mut self) -> Result<i64, Refusal> {
+        let z = self
+            .varint()?
+            .ok_or_else(|| malformed("the body ends inside a number"))?;
+        // Zigzag: the bit pattern, as apache-avro reinterprets it.
+        #[allow(clippy::cast_possible_wrap)]
+        let value = if z & 1 == 0 {
+            (z >> 1) as i64
+        } else {
+            !(z >> 1) as i64
+        };
+        Ok(value)
+    }
+
+    /// A length (of bytes, a string): not negative, under apache-avro's own allocation cap.
+    fn len(&mut self) -> Result<usize, Refusal> {
+        let len = self.long()?;
+        usize::try_from(len)
+            .ok()
+            .filter(|&n| n <= AVRO_MAX_ALLOCATION)
+            .ok_or_else(|| malformed(format!("a length of {len}")))
+    }
+
+    /// A block's item count, as apache-avro reads it (a negative count is followed by the
+    /// block's size in bytes); 0 ends the array or map.
+    fn block_len(&mut self) -> Result<usize, Refusal> {
+        let raw = self.long()?;
+        let count = match raw {
+            0 => return Ok(0),
+            n if n < 0 => {
+                self.long()?;
+                n.checked_neg()
+                    .ok_or_else(|| malformed("a block count of i64::MIN"))?
+            }
+            n => n,
+        };
+        usize::try_from(count)
+            .ok()
+            .filter(|&n| n <= AVRO_MAX_ALLOCATION)
+            .ok_or_else(|| malformed(format!("a block count of {count}")))
+    }
+
+    /// A string's bytes: charged before they are read, as they are allocated; `false` when the
+    /// body ends first (apache-avro then decodes a null and the body is spent).
+    fn string(&mut self) -> Result<bool, Refusal> {
+        let len = self.len()?;
+        self.charge(len)?;
+        Ok(self.take(len).is_some())
+    }
+
+    fn bytes(&mut self) -> Result<(), Refusal> {
+        let len = self.len()?;
+        self.charge(len)?;
+        self.take(len)
+            .map(drop)
+            .ok_or_else(|| malformed("the body ends inside bytes"))
+    }
+
+    /// Reads `n` bytes held inline in the value (a float, a double).
+    fn skip(&mut self, n: usize) -> Result<(), Refusal> {
+        self.take(n)
+            .map(drop)
+            .ok_or_else(|| malformed("the body ends inside a number"))
+    }
+
+    fn fixed(&mut self, size: usize) -> Result<(), Refusal> {
+        self.charge(size)?;
+        self.take(size)
+            .map(drop)
+            .ok_or_else(|| malformed(format!("the body ends inside a fixed of {size}")))
+    }
+
+    /// Walks one value of `schema`. Charges what the value owns on the heap; its own inline
+    /// size is charged by whatever holds it (a record's fields, an array's block, a union's box).
+    fn value(
+        &mut self,
+        schema: &Schema,
+        namespace: NamespaceRef<'_>,
+        depth: usize,
+    ) -> Result<(), Refusal> {
+        if depth > MAX_DEPTH {
+            return Err(Refusal::TooDeep);
+        }
+        match schema {
+            Schema::Null => Ok(()),
+            Schema::Boolean => match self.take(1) {
+                None | Some([0 | 1]) => Ok(()),
+                Some(other) => Err(malformed(format!("a boolean byte {other:?}"))),
+            },
+            Schema::Int
+            | Schema::Long
+            | Schema::Date
+            | Schema::TimeMillis
+            | Schema::TimeMicros
+            | Schema::TimestampMillis
+            | Schema::TimestampMicros
+            | Schema::TimestampNanos
+            | Schema::LocalTimestampMillis
+            | Schema::LocalTimestampMicros
+            | Schema::LocalTimestampNanos => self.long().map(drop),
+            Schema::Float => self.skip(4),
+            Schema::Double => self.skip(8),
+            Schema::Bytes | Schema::Uuid(UuidSchema::Bytes) => self.bytes(),
+            // The digits become a big integer about as large again.
+            Schema::BigDecimal => {
+                let before = self.used;
+                self.bytes()?;
+                self.charge(self.used - before)
+            }
+            Schema::String => self.string().map(drop),
+            Schema::Uuid(UuidSchema::String) => {
+                if self.string()? {
+                    Ok(())
+                } else {
+                    Err(malformed("the body ends inside a uuid"))
+                }
+            }
+            Schema::Fixed(FixedSchema { size, .. })
+            | Schema::Uuid(UuidSchema::Fixed(FixedSchema { size, .. }))
+            | Schema::Duration(FixedSchema { size, .. }) => self.fixed(*size),
+            Schema::Decimal(DecimalSchema { inner, .. }) => match inner {
+                InnerDecimalSchema::Fixed(FixedSchema { size, .. }) => self.fixed(*size),
+                InnerDecimalSchema::Bytes => self.bytes(),
+            },
+            Schema::Enum(EnumSchema { symbols, .. }) => {
+                let index = self.long()?;
+                let symbol = usize::try_from(index)
+                    .ok()
+                    .and_then(|i| symbols.get(i))
+                    .ok_or_else(|| malformed(format!("enum index {index}")))?;
+                self.charge(symbol.len())
+            }
+            Schema::Union(union) => {
+                // The end of input decodes as a null in the first branch.
+                let Some(z) = self.varint()? else {
+                    return self.charge(size_of::<Value>());
+                };
+                #[allow(clippy::cast_possible_wrap)]
+                let index = if z & 1 == 0 {
+                    (z >> 1) as i64
+                } else {
+                    !(z >> 1) as i64
+                };
+                let variant = usize::try_from(index)
+                    .ok()
+                    .and_then(|i| union.variants().get(i))
+                    .ok_or_else(|| malformed(format!("union branch {index}")))?;
+                self.charge(size_of::<Value>())?;
+                self.value(variant, namespace, depth + 1)
+            }
+            Schema::Record(RecordSchema { name, fields, .. }) => {
+                let full = name.fully_qualified_name(namespace);
+                self.charge_items(fields.len(), size_of::<(String, Value)>())?;
+                for field in fields {
+                    self.charge(field.name.len())?;
+                    self.value(&field.schema, full.namespace(), depth + 1)?;
+                }
+                Ok(())
+            }
+            Schema::Array(array) => loop {
+                let count = self.block_len()?;
+                if count == 0 {
+                    return Ok(());
+                }
+                self.charge_items(count, size_of::<Value>())?;
+                for _ in 0..count {
+                    self.value(&array.items, namespace, depth + 1)?;
+                }
+            },
+            Schema::Map(map) => loop {
+                let count = self.block_len()?;
+                if count == 0 {
+                    return Ok(());
+                }
+                // A hash table reserves up to twice its entries.
+                self.charge_items(count, 2 * (size_of::<(String, Value)>() + 1))?;
+                for _ in 0..count {
+                    if !self.string()? {
+                        return Err(malformed("the body ends inside a map key"));
+                    }
+                    self.value(&map.types, namespace, depth + 1)?;
+                }
+            },
+            Schema::Ref { name } => {
+                let full = name.fully_qualified_name(namespace);
+                let resolved = self
+                    .names
+                    .get(full.as_ref())
+                    .ok_or_else(|| malformed(format!("an unknown named type {full}")))?;
+                self.value(resolved.borrow(), full.namespace(), depth + 1)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use apache_avro::schema::ResolvedSchema;
+
+    fn size(schema: &str, body: &[u8], max: usize) -> Result<usize, Refusal> {
+        let schema = Schema::parse_str(schema).unwrap();
+        let resolved = ResolvedSchema::try_from(&schema).unwrap();
+        decoded_size(&schema, resolved.get_names(), body, max)
+    }
+
+    /// Zigzag varint of `n`.
+    fn long(n: i64) -> Vec<u8> {
+        let mut z = ((n << 1) ^ (n >> 63)) as u64;
+        let mut out = Vec::new();
+        loop {
+            if z < 0x80 {
+                out.push(z as u8);
+                return out;
+            }
+            out.push((z as u8 & 0x7f) | 0x80);
+            z >>= 7;
+        }
+    }
+
+    #[test]
+    fn a_listing_like_record_costs_about_what_it_holds() {
+        let schema = r#"{"type":"record","name":"L","fields":[
+            {"name":"id","type":"long"},{"name":"title","type":["null","string"]}]}"#;
+        let mut body = long(42);
+        body.extend(long(1));
+        body.extend(long(5));
+        body.extend(b"hello");
+        let used = size(schema, &body, usize::MAX).unwrap();
+        assert!(used >= 5 + 2 + "id".len() + "title".len(), "{used}");
+        assert!(used < 1024, "{used}");
+    }
+
+    #[test]
+    fn items_that_take_no_input_are_still_counted() {
+        let schema = r#"{"type":"array","items":{"type":"array","items":"null"}}"#;
+        // 18 arrays of 10 million nulls each, in 93 bytes.
+        let mut body = long(18);
+        for _ in 0..18 {
+            body.extend(long(10_000_000));
+            body.extend(long(0));
+        }
+        body.extend(long(0));
+        assert!(body.len() < 100);
+        assert!(matches!(
+            size(schema, &body, 4 << 20),
+            Err(Refusal::TooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn recursion_deeper_than_the_limit_is_refused() {
+        let schema =
+            r#"{"type":"record","name":"R","fields":[{"name":"next","type":["null","R"]}]}"#;
+        let body = vec![2u8; 10_000]; // branch 1, again and again
+        assert_eq!(size(schema, &body, usize::MAX), Err(Refusal::TooDeep));
+    }
+
+    #[test]
+    fn the_end_of_input_reads_as_apache_avro_reads_it() {
+        // A boolean, a union and a string at the end of the body decode as nulls.
+        let schema = r#"{"type":"record","name":"E","fields":[
+            {"name":"b","type":"boolean"},{"name":"u","type":["null","long"]}]}"#;
+        assert!(size(schema, &[], usize::MAX).is_ok());
+        assert!(matches!(
+            size(r#""long""#, &[0x80], usize::MAX),
+            Err(Refusal::Malformed(_))
+        ));
+        assert!(matches!(
+            size(r#""bytes""#, &long(10), usize::MAX),
+            Err(Refusal::Malformed(_))
+        ));
+        assert!(size(r#""string""#, &long(10), usize::MAX).is_ok());
+        // A length is charged before the bytes it announces are looked for.
+        assert!(matches!(
+            size(r#""string""#, &long(100 << 20), 4 << 20),
+            Err(Refusal::TooLarge { .. })
+        ));
+    }
+}
