@@ -39,6 +39,9 @@ impl DbError {
     }
 }
 
+/// MySQL's "Duplicate entry" error number: the row's key is already in the table.
+pub const DUPLICATE_ENTRY: u16 = 1062;
+
 /// MySQL error numbers that say a row's data is at fault, not the database.
 const DATA_ERRORS: &[u16] = &[
     1048, // column cannot be null
@@ -66,6 +69,45 @@ const TRANSIENT_ERRORS: &[u16] = &[
     2013, // lost connection
     1927, // connection was killed (MariaDB)
 ];
+
+/// MySQL error numbers with which the database refuses a table definition: the schema that asked
+/// for it (or the table as someone made it) is at fault, not the database, and retrying the same
+/// statement gets the same answer.
+const DEFINITION_ERRORS: &[u16] = &[
+    1005, // cannot create table (MariaDB: too many columns, a bad foreign key)
+    1059, // identifier too long
+    1063, // incorrect column specifier
+    1064, // syntax error (the statement's names and defaults come from the schema)
+    1067, // invalid default value
+    1068, // multiple primary keys
+    1070, // too many key parts
+    1071, // key too long
+    1074, // column length too big
+    1101, // BLOB/TEXT/JSON column cannot have a (literal) default
+    1103, // incorrect table name
+    1113, // a table must have at least one column
+    1117, // too many columns
+    1118, // row size too large
+    1166, // incorrect column name
+    1170, // BLOB/TEXT column in a key without a length
+    1171, // every part of a primary key must be NOT NULL
+    1347, // the table is a view
+];
+
+/// The MySQL error number and message when `error` is the database refusing a table definition
+/// (see [`DEFINITION_ERRORS`]); `None` for any other error, which [`classify`] sorts.
+pub fn refused_definition(error: &sqlx::Error) -> Option<(u16, String)> {
+    let sqlx::Error::Database(db) = error else {
+        return None;
+    };
+    let code = db
+        .try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
+        .map(sqlx::mysql::MySqlDatabaseError::number)?;
+    let message = db.message();
+    // "Can't create table ... (errno: 28 ...)" is a full disk, the database's problem.
+    let disk_full = code == 1005 && message.contains("errno: 28");
+    (DEFINITION_ERRORS.contains(&code) && !disk_full).then(|| (code, message.to_owned()))
+}
 
 /// Sorts a sqlx error into [`DbError`].
 pub fn classify(error: &sqlx::Error) -> DbError {

@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use apache_avro::types::Value;
 use marketflow_core::codec::{Codec, CodecError};
-use rdkafka::message::{BorrowedMessage, Message};
+use marketflow_core::schema::Part;
+use rdkafka::message::{BorrowedHeaders, BorrowedMessage, Message, OwnedHeaders};
 use schema_registry_converter::avro_common::AvroSchema;
 use tokio_util::sync::CancellationToken;
 
@@ -62,6 +63,10 @@ pub struct Envelope {
     pub key_bytes: Option<Vec<u8>>,
     /// The value as it arrived.
     pub value_bytes: Option<Vec<u8>>,
+    /// Its headers, for a dead letter to carry (e.g. the scraper's `marketflow-crawl`).
+    pub headers: Option<OwnedHeaders>,
+    /// Its timestamp (epoch milliseconds), for a dead letter to carry.
+    pub timestamp: Option<i64>,
     /// What decoding made of it.
     pub content: Content,
 }
@@ -95,7 +100,7 @@ pub async fn open(
                 message: "the record has no key, and sink.pk_mode = \"record_key\" needs one"
                     .into(),
             }),
-            Some(bytes) => decode(codec, settings, bytes, shutdown)
+            Some(bytes) => decode(codec, settings, (&topic, Part::Key), bytes, shutdown)
                 .await?
                 .map(Some)
                 .map_err(|p| Poison {
@@ -109,10 +114,12 @@ pub async fn open(
     let content = match (key, &value_bytes) {
         (Err(poison), _) => Content::Poison(poison),
         (Ok(key), None) => Content::Tombstone { key },
-        (Ok(key), Some(bytes)) => match decode(codec, settings, bytes, shutdown).await? {
-            Ok(value) => Content::Record { key, value },
-            Err(poison) => Content::Poison(poison),
-        },
+        (Ok(key), Some(bytes)) => {
+            match decode(codec, settings, (&topic, Part::Value), bytes, shutdown).await? {
+                Ok(value) => Content::Record { key, value },
+                Err(poison) => Content::Poison(poison),
+            }
+        }
     };
     Ok(Envelope {
         topic,
@@ -120,20 +127,25 @@ pub async fn open(
         offset: message.offset(),
         key_bytes,
         value_bytes,
+        headers: message.headers().map(BorrowedHeaders::detach),
+        timestamp: message.timestamp().to_millis(),
         content,
     })
 }
 
+/// Decodes `part` of a record of `topic`: only with a schema registered under the topic's
+/// subject, and only within the decoded-size cap (else poison: `foreign_schema`, `too_large`).
 async fn decode(
     codec: &Codec,
     settings: &Settings,
+    (topic, part): (&str, Part),
     bytes: &[u8],
     shutdown: &CancellationToken,
 ) -> Result<Result<Decoded, Poison>, CodecError> {
     // Built at the first failure: most records decode at once.
     let mut delays = None;
     loop {
-        match codec.decode_value(bytes).await {
+        match codec.decode_value_for(topic, part, bytes).await {
             Ok((schema, value)) => return Ok(Ok(Decoded { schema, value })),
             Err(e) if e.is_retryable() => {
                 let delay = delays

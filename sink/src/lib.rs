@@ -9,6 +9,7 @@ pub mod control;
 pub mod db;
 pub mod dlq;
 pub mod envelope;
+pub mod limits;
 pub mod settings;
 pub mod sql;
 pub mod stage;

@@ -36,9 +36,22 @@ impl ColumnDef {
             self.ty.ddl(),
             if self.nullable { "NULL" } else { "NOT NULL" }
         );
-        if let Some(default) = &self.default {
-            sql.push_str(" DEFAULT ");
-            sql.push_str(default);
+        let lob = matches!(self.ty, SqlType::Text | SqlType::Blob);
+        match self.default.as_deref() {
+            None => {}
+            // A nullable column defaults to NULL anyway.
+            Some("NULL") if lob => {}
+            // MySQL 8 refuses a literal default on TEXT and BLOB (error 1101) but takes it
+            // written as an expression (8.0.13 on), as MariaDB does (10.2.1 on).
+            Some(default) if lob => {
+                sql.push_str(" DEFAULT (");
+                sql.push_str(default);
+                sql.push(')');
+            }
+            Some(default) => {
+                sql.push_str(" DEFAULT ");
+                sql.push_str(default);
+            }
         }
         sql
     }
@@ -168,6 +181,26 @@ pub fn update(
     Some(builder)
 }
 
+/// `SELECT COUNT(*) FROM table WHERE <every column> <=> ?` for one row (of `columns`): whether
+/// the table holds exactly this row. Strings compare as bytes (the binary collation pads with
+/// spaces, so `'a'` would equal `'a '`), NULL equals NULL.
+pub fn count_same(table: &str, columns: &[String], row: &[SqlValue]) -> QueryBuilder<MySql> {
+    let mut builder = QueryBuilder::new(format!("SELECT COUNT(*) FROM {} WHERE ", quote(table)));
+    let mut conditions = builder.separated(" AND ");
+    for (column, value) in columns.iter().zip(row) {
+        let column = quote(column);
+        if matches!(value, SqlValue::Text(_)) {
+            conditions.push(format!("CAST({column} AS BINARY) <=> CAST("));
+            bind_unseparated(&mut conditions, value);
+            conditions.push_unseparated(" AS BINARY)");
+        } else {
+            conditions.push(format!("{column} <=> "));
+            bind_unseparated(&mut conditions, value);
+        }
+    }
+    builder
+}
+
 /// `DELETE FROM table WHERE (<key columns>) IN ((?, ...), ...)` for `keys` (each as long as
 /// `key`).
 pub fn delete(table: &str, key: &[String], keys: &[&[SqlValue]]) -> QueryBuilder<MySql> {
@@ -247,17 +280,31 @@ mod tests {
                 nullable: true,
                 default: Some("NULL".into()),
             },
+            ColumnDef {
+                name: "color".into(),
+                ty: SqlType::Text,
+                nullable: false,
+                default: Some("_utf8mb4 X'726564'".into()),
+            },
+            ColumnDef {
+                name: "size".into(),
+                ty: SqlType::Varchar(8),
+                nullable: false,
+                default: Some("_utf8mb4 X'4D'".into()),
+            },
         ];
         let sql = create_table("shop_listings", &columns, &names(&["product_id"]));
         assert_eq!(
             sql,
             "CREATE TABLE IF NOT EXISTS `shop_listings` (\n  `product_id` BIGINT NOT NULL,\n  \
-             `title` TEXT NULL DEFAULT NULL,\n  PRIMARY KEY (`product_id`)\n) ENGINE=InnoDB \
-             DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"
+             `title` TEXT NULL,\n  `color` TEXT NOT NULL DEFAULT (_utf8mb4 X'726564'),\n  \
+             `size` VARCHAR(8) NOT NULL DEFAULT _utf8mb4 X'4D',\n  PRIMARY KEY (`product_id`)\n) \
+             ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"
         );
         assert_eq!(
-            add_columns("t", &columns[1..]),
-            "ALTER TABLE `t` ADD COLUMN `title` TEXT NULL DEFAULT NULL"
+            add_columns("t", &columns[1..3]),
+            "ALTER TABLE `t` ADD COLUMN `title` TEXT NULL, ADD COLUMN `color` TEXT NOT NULL \
+             DEFAULT (_utf8mb4 X'726564')"
         );
     }
 
@@ -321,6 +368,17 @@ mod tests {
         let refs: Vec<&[SqlValue]> = keys.iter().map(Vec::as_slice).collect();
         let sql = delete("t", &names(&["a", "b"]), &refs).into_string();
         assert_eq!(sql, "DELETE FROM `t` WHERE (`a`, `b`) IN ((?, ?), (?, ?))");
+    }
+
+    #[test]
+    fn a_stored_row_is_compared_column_by_column_strings_as_bytes() {
+        let row = [SqlValue::Int(1), SqlValue::Text("a".into()), SqlValue::Null];
+        let sql = count_same("t", &names(&["id", "name", "n"]), &row).into_string();
+        assert_eq!(
+            sql,
+            "SELECT COUNT(*) FROM `t` WHERE `id` <=> ? AND CAST(`name` AS BINARY) <=> CAST(? AS \
+             BINARY) AND `n` <=> ?"
+        );
     }
 
     #[test]

@@ -395,5 +395,9 @@ impl Worker {
             metrics::counter!(stats::ROWS_DELETED, "table" => table.clone()).increment(*rows);
             status.rows_deleted += rows;
         }
+        for (table, records) in &outcome.redelivered {
+            metrics::counter!(stats::REDELIVERED, "table" => table.clone()).increment(*records);
+            status.records_redelivered += records;
+        }
     }
 }

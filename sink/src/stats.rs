@@ -1,5 +1,5 @@
-//! The sink's figures: Prometheus metrics (records in, rows written per table, batches, batch
-//! latency, dead letters, consumer lag) and the status board behind `GET /status`.
+//! The sink's figures: Prometheus metrics (records in, rows written per table, re-deliveries,
+//! batches, batch latency, dead letters, consumer lag) and the status board behind `GET /status`.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -18,6 +18,9 @@ pub const RECORDS_IN: &str = "sink_records_in_total";
 pub const ROWS_WRITTEN: &str = "sink_rows_written_total";
 /// Counter: tombstones applied (rows deleted, when they existed), by table.
 pub const ROWS_DELETED: &str = "sink_rows_deleted_total";
+/// Counter: records whose row was already in the table, identical (a re-delivery under a plain
+/// `INSERT`), by table.
+pub const REDELIVERED: &str = "sink_records_redelivered_total";
 /// Counter: batches committed.
 pub const BATCHES: &str = "sink_batches_total";
 /// Histogram: seconds to write a batch: its transaction (retries included) and dead letters.
@@ -81,6 +84,8 @@ pub struct Status {
     pub rows_written_by_table: BTreeMap<String, u64>,
     /// Rows deleted since start.
     pub rows_deleted: u64,
+    /// Records found already written, identical, since start (re-deliveries).
+    pub records_redelivered: u64,
     /// Batches committed since start.
     pub batches: u64,
     /// Records sent to the dead-letter topic since start.
@@ -105,6 +110,7 @@ impl Board {
             rows_written: 0,
             rows_written_by_table: BTreeMap::new(),
             rows_deleted: 0,
+            records_redelivered: 0,
             batches: 0,
             dead_lettered: 0,
             last_error: None,

@@ -178,6 +178,8 @@ pub fn map_schema(
         Schema::Float => SqlType::Float,
         Schema::Double => SqlType::Double,
         Schema::String => string(declared),
+        // Sized like a declared string: a symbol too long for a VARCHAR makes the column TEXT
+        // (MySQL error 1074 otherwise), and in a key it is cut to the key length.
         Schema::Enum(e) => {
             let longest = e
                 .symbols
@@ -185,7 +187,7 @@ pub fn map_schema(
                 .map(|s| s.chars().count())
                 .max()
                 .unwrap_or(1);
-            SqlType::Varchar(u32::try_from(longest).unwrap_or(255).max(1))
+            string(Some(u32::try_from(longest).unwrap_or(u32::MAX).max(1)))
         }
         Schema::Uuid(_) => SqlType::Varchar(36),
         Schema::Bytes | Schema::Fixed(_) if in_key => SqlType::Varbinary(key_length),

@@ -2,7 +2,9 @@
 //! [`Planner`] turns a batch of envelopes into rows of their tables (creating and evolving tables
 //! on a connection of its own) and builds its multi-row statements; the [`Writer`] runs them in
 //! one transaction on the write connection. Records that can never be written are set aside as
-//! dead letters (or, with `errors_tolerance = "none"`, the batch stops before the first of them).
+//! dead letters (or, with `errors_tolerance = "none"`, the batch stops before the first of them);
+//! under a plain `INSERT`, a record whose row is already in the table, identical, is a re-delivery
+//! and is counted, not refused.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -10,7 +12,7 @@ use std::sync::Arc;
 use sqlx::mysql::MySqlConnection;
 use sqlx::{Connection, Executor, MySql, QueryBuilder};
 
-use crate::db::{Database, DbError, classify};
+use crate::db::{DUPLICATE_ENTRY, Database, DbError, classify};
 use apache_avro::types::Value;
 
 use crate::envelope::{Content, Decoded, Envelope, Poison};
@@ -59,6 +61,8 @@ pub struct Outcome {
     pub rows: BTreeMap<String, u64>,
     /// Rows deleted per table.
     pub deleted: BTreeMap<String, u64>,
+    /// Records whose row was already in the table, identical (a re-delivery), per table.
+    pub redelivered: BTreeMap<String, u64>,
     /// Records set aside, in batch order.
     pub dead: Vec<DeadLetter>,
     /// How many envelopes from the start of the batch are done (written, skipped or dead); the
@@ -73,8 +77,19 @@ pub struct Outcome {
 enum Op {
     Write(Arc<Plan>, Vec<SqlValue>),
     Delete(Arc<Plan>, Vec<SqlValue>),
+    /// Its row is already in the table, identical: nothing to write.
+    Redelivered(Arc<Plan>),
     Skip,
     Dead(Poison),
+}
+
+/// What writing one op alone found, when it was not written.
+#[derive(Debug)]
+enum Verdict {
+    /// The database refuses the row.
+    Refused(DbError),
+    /// The row is already there, identical.
+    Redelivered,
 }
 
 /// A batch planned into rows and statements, ready for the [`Writer`].
@@ -273,7 +288,7 @@ impl Writer {
 
     /// Every op in one transaction, one statement each in its own savepoint; refused rows become
     /// dead letters (with tolerance none: the first one ends the batch there, and nothing after
-    /// it is written).
+    /// it is written), rows already there and identical re-deliveries.
     async fn write_one_by_one(&mut self, ops: &mut [Op]) -> Result<(), WriteError> {
         let kind = statement_kind(&self.settings);
         let tolerate = self.settings.tolerance == Tolerance::All;
@@ -281,11 +296,16 @@ impl Writer {
         let connection = self.db.connection().await?;
         let attempt =
             tokio::time::timeout(timeout, write_one_by_one(connection, ops, kind, tolerate)).await;
-        for (i, e) in self.db.settle(attempt)? {
-            ops[i] = Op::Dead(Poison {
-                class: e.class(),
-                message: e.to_string(),
-            });
+        for (i, verdict) in self.db.settle(attempt)? {
+            ops[i] = match (verdict, &ops[i]) {
+                (Verdict::Redelivered, Op::Write(plan, _)) => Op::Redelivered(plan.clone()),
+                (Verdict::Refused(e), _) => Op::Dead(Poison {
+                    class: e.class(),
+                    message: e.to_string(),
+                }),
+                // Only writes are found re-delivered.
+                (Verdict::Redelivered, _) => continue,
+            };
         }
         Ok(())
     }
@@ -318,8 +338,8 @@ async fn write_one_by_one(
     ops: &[Op],
     (on_duplicate, update): (OnDuplicate, bool),
     tolerate: bool,
-) -> Result<Vec<(usize, DbError)>, DbError> {
-    let mut refused = Vec::new();
+) -> Result<Vec<(usize, Verdict)>, DbError> {
+    let mut verdicts = Vec::new();
     let mut tx = c.begin().await.map_err(|e| classify(&e))?;
     for (i, op) in ops.iter().enumerate() {
         let mut savepoint = tx.begin().await.map_err(|e| classify(&e))?;
@@ -330,20 +350,40 @@ async fn write_one_by_one(
                 break;
             }
         }
-        match result {
-            Ok(()) => savepoint.commit().await.map_err(|e| classify(&e))?,
-            Err(e @ DbError::Data { .. }) => {
-                savepoint.rollback().await.map_err(|e| classify(&e))?;
-                refused.push((i, e));
-                if !tolerate {
-                    break;
-                }
+        let verdict = match result {
+            Ok(()) => {
+                savepoint.commit().await.map_err(|e| classify(&e))?;
+                continue;
             }
+            // A plain INSERT of a key already there: a re-delivery when the row there is this
+            // very row (written before a crash or a timed-out commit), else a real conflict.
+            Err(e @ DbError::Data { code, .. }) => match op {
+                Op::Write(plan, row) if code == DUPLICATE_ENTRY && !update => {
+                    let mut same = sql::count_same(&plan.table, &plan.columns, row);
+                    let found: i64 = same
+                        .build_query_scalar()
+                        .fetch_one(&mut *savepoint)
+                        .await
+                        .map_err(|e| classify(&e))?;
+                    if found > 0 {
+                        Verdict::Redelivered
+                    } else {
+                        Verdict::Refused(e)
+                    }
+                }
+                _ => Verdict::Refused(e),
+            },
             Err(e) => return Err(e),
+        };
+        savepoint.rollback().await.map_err(|e| classify(&e))?;
+        let refused = matches!(verdict, Verdict::Refused(_));
+        verdicts.push((i, verdict));
+        if refused && !tolerate {
+            break;
         }
     }
     tx.commit().await.map_err(|e| classify(&e))?;
-    Ok(refused)
+    Ok(verdicts)
 }
 
 /// How a batch's rows are written: what an `INSERT` does with a key already there, and whether
@@ -395,13 +435,13 @@ fn statements(run: &[Op], on_duplicate: OnDuplicate, update: bool) -> Vec<QueryB
     let (plan, deleting) = match first {
         Op::Write(plan, _) => (plan, false),
         Op::Delete(plan, _) => (plan, true),
-        Op::Skip | Op::Dead(_) => return Vec::new(),
+        Op::Redelivered(_) | Op::Skip | Op::Dead(_) => return Vec::new(),
     };
     let values: Vec<&[SqlValue]> = run
         .iter()
         .filter_map(|op| match op {
             Op::Write(_, v) | Op::Delete(_, v) => Some(v.as_slice()),
-            Op::Skip | Op::Dead(_) => None,
+            Op::Redelivered(_) | Op::Skip | Op::Dead(_) => None,
         })
         .collect();
     if update && !deleting {
@@ -466,6 +506,7 @@ fn outcome(mut ops: &[Op], tolerance: Tolerance) -> Outcome {
         match op {
             Op::Write(plan, _) => count(&mut outcome.rows, &plan.table),
             Op::Delete(plan, _) => count(&mut outcome.deleted, &plan.table),
+            Op::Redelivered(plan) => count(&mut outcome.redelivered, &plan.table),
             Op::Skip => {}
             Op::Dead(poison) => outcome.dead.push(DeadLetter {
                 index,
