@@ -218,16 +218,19 @@ pub struct Crawler {
     pseudonymiser: Pseudonymiser,
     sender: Sender,
     codec: Arc<Codec>,
+    listing_limit: usize,
 }
 
 impl Crawler {
-    /// A crawler over `fetcher`'s marketplace, producing with `producer` through `codec`.
+    /// A crawler over `fetcher`'s marketplace, producing with `producer` through `codec`
+    /// listing records of at most `listing_limit` bytes (see [`crate::produce::send_limit`]).
     pub fn new(
         config: Config,
         fetcher: Fetcher,
         pseudonymiser: Pseudonymiser,
         producer: FutureProducer,
         codec: Arc<Codec>,
+        listing_limit: usize,
     ) -> Self {
         Self {
             sender: Sender::new(producer, &config.kafka),
@@ -235,6 +238,7 @@ impl Crawler {
             fetcher: Arc::new(fetcher),
             pseudonymiser,
             codec,
+            listing_limit,
         }
     }
 
@@ -313,6 +317,7 @@ impl Crawler {
                 Arc::clone(&self.codec),
                 &topics.listings,
                 &checkpoint.crawl_id,
+                self.listing_limit,
             ),
             events,
             counts,
@@ -627,14 +632,27 @@ async fn visit(ctx: &Ctx, id: i64) -> Result<Visit, CrawlError> {
                 |raw| ctx.pseudonymiser.pseudonymise(raw),
                 chrono::Utc::now().timestamp_millis(),
             );
-            let delivered = (|| ctx.listings.send(&listing))
+            let produced = (|| ctx.listings.send(&listing))
                 .retry(ctx.produce_retries)
                 .sleep(tokio::time::sleep)
                 .when(ProduceError::is_retryable)
                 .notify(
                     |error, after| warn!(product_id = id, %error, ?after, "Retrying the produce."),
                 )
-                .await?;
+                .await;
+            let delivered = match produced {
+                Ok(delivered) => delivered,
+                // This listing's problem, not the crawl's: the id is failed with the cause, and
+                // the checkpoint passes it.
+                Err(error @ ProduceError::TooLarge { .. }) => {
+                    warn!(product_id = id, %error, "Product given up.");
+                    metrics::counter!("scraper_outcomes_total", "outcome" => "failed").increment(1);
+                    ctx.counts.add(LiveCounts::FAILED, 1);
+                    ctx.events.id_failed(id, &error.to_string()).await?;
+                    return Ok(Visit::Nothing);
+                }
+                Err(error) => return Err(error.into()),
+            };
             ctx.counts.add(LiveCounts::LISTINGS, 1);
             debug!(product_id = id, price = listing.price, "Listing produced.");
             Ok(Visit::Produced(delivered))

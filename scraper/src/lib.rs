@@ -133,14 +133,38 @@ pub async fn run(
         let linger = scraper.producer_linger.as_millis().to_string();
         properties.insert("linger.ms".to_owned(), linger);
     }
+    let topic_max = produce::max_message_bytes(&config.kafka, &topics.listings).await;
+    let listing_limit = produce::send_limit(&producer_kafka, topic_max);
+    if !properties_has_batch_size(&producer_kafka)
+        && let Some(batch) = produce::batch_size(listing_limit)
+    {
+        producer_kafka
+            .properties
+            .insert("batch.size".to_owned(), batch.to_string());
+    }
     let producer = kafka::create_producer(&producer_kafka)?;
     let codec = Arc::new(Codec::new(&config.registry)?);
-    let crawler = crawl::Crawler::new(config, fetcher, pseudonymiser, producer, codec);
+    let crawler = crawl::Crawler::new(
+        config,
+        fetcher,
+        pseudonymiser,
+        producer,
+        codec,
+        listing_limit,
+    );
     let summary = crawler.run(mode, shutdown).await?;
     if matches!(mode, Mode::Once(_)) {
         println!("{summary}");
     }
     Ok(summary)
+}
+
+/// Whether `[kafka.properties]` sets the producer's batch size itself.
+fn properties_has_batch_size(kafka: &marketflow_core::config::KafkaConfig) -> bool {
+    kafka
+        .properties
+        .keys()
+        .any(|k| matches!(k.replace('_', ".").as_str(), "batch.size"))
 }
 
 /// Asks the registry for its subjects, so that a wrong URL fails at start-up.

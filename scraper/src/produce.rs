@@ -25,6 +25,13 @@ pub const CRAWL_HEADER: &str = "marketflow-crawl";
 /// How long to wait before offering a record again to a full producer queue.
 const QUEUE_FULL_WAIT: Duration = Duration::from_millis(5);
 
+/// Room a record needs beyond its key, value and headers on the wire: a record batch's header
+/// (61 bytes) and the record's own framing (at most 36), rounded up.
+pub const RECORD_OVERHEAD: usize = 128;
+
+/// librdkafka's `message.max.bytes` and `batch.size` when none is configured.
+pub const LIBRDKAFKA_DEFAULT_MAX: usize = 1_000_000;
+
 /// How long a delivery may wait before the topic's replicas are looked at, and how long what
 /// they showed stands (one look serves every delivery waiting meanwhile).
 const WAIT_CHECK: Duration = Duration::from_secs(10);
@@ -35,6 +42,20 @@ pub enum ProduceError {
     /// The record could not be encoded (retryable when the registry was unreachable).
     #[error(transparent)]
     Encode(#[from] CodecError),
+    /// The record is over the size limit of the producer or of the topic: that product id's
+    /// failure, not the crawl's.
+    #[error(
+        "the listing is {size} bytes, over the {limit} bytes topic {topic} or the producer takes \
+         (max.message.bytes); it is not produced"
+    )]
+    TooLarge {
+        /// The topic.
+        topic: String,
+        /// Key, value and headers, in bytes.
+        size: usize,
+        /// The limit, framing included (0 when only the broker's answer told).
+        limit: usize,
+    },
     /// The broker did not take the record (after librdkafka's own retries). Fatal for the crawl.
     #[error(
         "cannot produce to topic {topic}: {source}; is the cluster up? (scripts/cluster.sh up)"
@@ -69,7 +90,7 @@ impl ProduceError {
     pub fn is_retryable(&self) -> bool {
         match self {
             Self::Encode(e) => e.is_retryable(),
-            Self::Delivery { .. } | Self::NotEnoughReplicas { .. } => false,
+            Self::TooLarge { .. } | Self::Delivery { .. } | Self::NotEnoughReplicas { .. } => false,
         }
     }
 }
@@ -134,7 +155,9 @@ impl Sender {
                     record = back;
                     tokio::time::sleep(QUEUE_FULL_WAIT).await;
                 }
-                Err((source, _)) => return Err(self.failed(topic, source).await),
+                Err((source, _)) => {
+                    return Err(self.failed(topic, source, key.len() + payload.len()).await);
+                }
             }
         };
         tokio::pin!(delivery);
@@ -150,13 +173,23 @@ impl Sender {
                 partition: delivered.partition,
                 offset: delivered.offset,
             }),
-            Ok(Err((source, _))) => Err(self.failed(topic, source).await),
-            Err(_canceled) => Err(self.failed(topic, KafkaError::Canceled).await),
+            Ok(Err((source, _))) => {
+                Err(self.failed(topic, source, key.len() + payload.len()).await)
+            }
+            Err(_canceled) => Err(self.failed(topic, KafkaError::Canceled, 0).await),
         }
     }
 
-    /// The error for a record librdkafka gave up: why, when the replicas tell.
-    async fn failed(&self, topic: &str, source: KafkaError) -> ProduceError {
+    /// The error for a record of `size` bytes librdkafka gave up: too large (the producer or
+    /// the broker said so), or why, when the replicas tell.
+    async fn failed(&self, topic: &str, source: KafkaError, size: usize) -> ProduceError {
+        if source.rdkafka_error_code() == Some(RDKafkaErrorCode::MessageSizeTooLarge) {
+            return ProduceError::TooLarge {
+                topic: topic.to_owned(),
+                size,
+                limit: 0,
+            };
+        }
         match self.look(topic).await.0 {
             Ok(Some(shortage)) => ProduceError::NotEnoughReplicas {
                 topic: topic.to_owned(),
@@ -225,22 +258,32 @@ pub struct ListingProducer {
     codec: Arc<Codec>,
     topic: String,
     crawl_id: String,
+    limit: usize,
 }
 
 impl ListingProducer {
-    /// A producer of `crawl_id`'s listings to `topic`.
-    pub fn new(sender: Sender, codec: Arc<Codec>, topic: &str, crawl_id: &str) -> Self {
+    /// A producer of `crawl_id`'s listings to `topic`, each at most `limit` bytes on the wire
+    /// (see [`send_limit`]).
+    pub fn new(
+        sender: Sender,
+        codec: Arc<Codec>,
+        topic: &str,
+        crawl_id: &str,
+        limit: usize,
+    ) -> Self {
         Self {
             sender,
             codec,
             topic: topic.to_owned(),
             crawl_id: crawl_id.to_owned(),
+            limit,
         }
     }
 
     /// Encodes `listing` and produces it, returning once the brokers have it.
     ///
     /// # Errors
+    /// [`ProduceError::TooLarge`] when the record is over the limit (nothing is sent);
     /// [`ProduceError`]: encoding failed, or the record was not delivered.
     pub async fn send(&self, listing: &Listing) -> Result<Delivered, ProduceError> {
         let key = self
@@ -257,6 +300,14 @@ impl ListingProducer {
             key: CRAWL_HEADER,
             value: Some(self.crawl_id.as_bytes()),
         });
+        let size = key.len() + value.len() + CRAWL_HEADER.len() + self.crawl_id.len();
+        if size.saturating_add(RECORD_OVERHEAD) > self.limit {
+            return Err(ProduceError::TooLarge {
+                topic: self.topic.clone(),
+                size,
+                limit: self.limit,
+            });
+        }
         let started = Instant::now();
         let delivered = self
             .sender
@@ -267,10 +318,87 @@ impl ListingProducer {
     }
 }
 
+/// The largest listing record the producer built from `kafka` can put on a topic taking records
+/// of `topic_max` bytes (`None`: unknown): the smaller of the two, framing included.
+pub fn send_limit(kafka: &KafkaConfig, topic_max: Option<usize>) -> usize {
+    let producer_max = marketflow_core::kafka::producer_config(kafka)
+        .ok()
+        .and_then(|c| c.get("message.max.bytes").and_then(|v| v.parse().ok()))
+        .unwrap_or(LIBRDKAFKA_DEFAULT_MAX);
+    topic_max.map_or(producer_max, |t| t.min(producer_max))
+}
+
+/// The producer's `batch.size` for records of at most `limit` bytes: below librdkafka's default
+/// when the limit is, so that listings that each fit never fail together in a batch the topic
+/// refuses as too large; `None` when the default does.
+pub fn batch_size(limit: usize) -> Option<usize> {
+    let cap = limit.saturating_sub(RECORD_OVERHEAD).max(1);
+    (cap < LIBRDKAFKA_DEFAULT_MAX).then_some(cap)
+}
+
+/// The `max.message.bytes` of `topic` (the largest record batch its brokers take); `None`,
+/// logged, when it cannot be read.
+pub async fn max_message_bytes(kafka: &KafkaConfig, topic: &str) -> Option<usize> {
+    use rdkafka::admin::{AdminOptions, ResourceSpecifier};
+    let read = async {
+        let admin = marketflow_core::kafka::create_admin(kafka).map_err(|e| e.to_string())?;
+        let options = AdminOptions::new().request_timeout(Some(kafka.connect_timeout));
+        let results = admin
+            .describe_configs(&[ResourceSpecifier::Topic(topic)], &options)
+            .await
+            .map_err(|e| e.to_string())?;
+        let resource = results
+            .into_iter()
+            .next()
+            .ok_or("no answer")?
+            .map_err(|code| code.to_string())?;
+        resource
+            .get("max.message.bytes")
+            .and_then(|entry| entry.value.as_deref())
+            .and_then(|value| value.parse().ok())
+            .ok_or_else(|| "no max.message.bytes".to_owned())
+    };
+    match read.await {
+        Ok(bytes) => Some(bytes),
+        Err(error) => {
+            tracing::warn!(
+                topic,
+                %error,
+                "Cannot read the topic's max.message.bytes; only the producer's limit is checked."
+            );
+            None
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use marketflow_core::replicas::PartitionReplicas;
+
+    #[test]
+    fn the_limit_is_the_smaller_of_producer_and_topic_and_batches_stay_under_it() {
+        let mut kafka = KafkaConfig::default();
+        kafka
+            .properties
+            .insert("message.max.bytes".into(), "50000".into());
+        assert_eq!(send_limit(&kafka, Some(20_000)), 20_000);
+        assert_eq!(send_limit(&kafka, Some(90_000)), 50_000);
+        assert_eq!(send_limit(&kafka, None), 50_000);
+        assert_eq!(batch_size(20_000), Some(20_000 - RECORD_OVERHEAD));
+        assert_eq!(batch_size(1_048_588), None);
+        let error = ProduceError::TooLarge {
+            topic: "listings".into(),
+            size: 45_000,
+            limit: 20_000,
+        };
+        assert!(!error.is_retryable());
+        assert!(
+            error
+                .to_string()
+                .contains("45000 bytes, over the 20000 bytes")
+        );
+    }
 
     #[test]
     fn a_shortage_of_in_sync_replicas_says_what_failed_and_what_to_do() {

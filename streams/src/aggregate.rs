@@ -125,8 +125,9 @@ pub struct Version<'a> {
 pub struct Summary {
     /// Listings summed.
     pub count: i64,
-    /// Sum of their prices (wrapping, so that removing undoes adding exactly).
-    pub sum: i64,
+    /// Sum of their prices, exact: 128 bits cannot wrap within a partition (see
+    /// [`crate::state`]), and the total is added with checks ([`Summary::merge`]).
+    pub sum: i128,
     /// Lowest price, when any.
     pub min: Option<i64>,
     /// Highest price, when any.
@@ -135,31 +136,59 @@ pub struct Summary {
     pub updated_at: i64,
 }
 
+/// A total the output record cannot hold: its count or sum does not fit the `long` of
+/// `ListingSum`, or adding the partitions' shares would overflow.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the sum {scope}={value} is out of range ({detail}): it is not emitted, rather than emitted \
+     wrong; lower streams.max_price, or check the partials topic for records this program did \
+     not write"
+)]
+pub struct OutOfRange {
+    /// The sum's scope.
+    pub scope: String,
+    /// The sum's value.
+    pub value: String,
+    /// What does not fit.
+    pub detail: String,
+}
+
 impl Summary {
-    /// Merges partial sums of disjoint subsets into their total.
-    pub fn merge<'a>(parts: impl IntoIterator<Item = &'a Summary>) -> Summary {
+    /// Merges partial sums of disjoint subsets into their total; `None` when the count or the
+    /// sum would overflow (never with shares this program wrote: see [`crate::state`]).
+    pub fn merge<'a>(parts: impl IntoIterator<Item = &'a Summary>) -> Option<Summary> {
         parts
             .into_iter()
-            .fold(Summary::default(), |total, part| Summary {
-                count: total.count + part.count,
-                sum: total.sum.wrapping_add(part.sum),
-                min: option_min(total.min, part.min),
-                max: option_max(total.max, part.max),
-                updated_at: total.updated_at.max(part.updated_at),
+            .try_fold(Summary::default(), |total, part| {
+                Some(Summary {
+                    count: total.count.checked_add(part.count)?,
+                    sum: total.sum.checked_add(part.sum)?,
+                    min: option_min(total.min, part.min),
+                    max: option_max(total.max, part.max),
+                    updated_at: total.updated_at.max(part.updated_at),
+                })
             })
     }
 
     /// The output record for `key`.
-    pub fn to_record(self, key: &ListingSumKey) -> ListingSum {
-        ListingSum {
+    ///
+    /// # Errors
+    /// [`OutOfRange`] when the sum does not fit the record's `long`.
+    pub fn to_record(self, key: &ListingSumKey) -> Result<ListingSum, OutOfRange> {
+        let sum = i64::try_from(self.sum).map_err(|_| OutOfRange {
+            scope: key.scope.clone(),
+            value: key.value.clone(),
+            detail: format!("sum {} is over the long's range", self.sum),
+        })?;
+        Ok(ListingSum {
             scope: key.scope.clone(),
             value: key.value.clone(),
             count: self.count,
-            sum: self.sum,
+            sum,
             min: self.min,
             max: self.max,
             updated_at: self.updated_at,
-        }
+        })
     }
 }
 
@@ -178,25 +207,29 @@ fn option_max(a: Option<i64>, b: Option<i64>) -> Option<i64> {
 }
 
 /// One scope's aggregate: the prices as a multiset, so that min and max survive removals.
+///
+/// The sum is 128 bits wide and the arithmetic plain: it cannot wrap (the proof is in
+/// [`crate::state`]: at most 2^63 prices of magnitude at most 2^63 are ever in it).
 #[derive(Debug, Clone, Default)]
 struct Scope {
     count: i64,
-    sum: i64,
-    prices: BTreeMap<i64, u32>,
+    sum: i128,
+    prices: BTreeMap<i64, u64>,
     updated_at: i64,
 }
 
 impl Scope {
     fn add(&mut self, price: i64, at: i64) {
         self.count += 1;
-        self.sum = self.sum.wrapping_add(price);
+        self.sum += i128::from(price);
         *self.prices.entry(price).or_insert(0) += 1;
         self.updated_at = at;
     }
 
+    /// Takes out a price [`Scope::add`] put in (only ever called with one).
     fn remove(&mut self, price: i64, at: i64) {
         self.count -= 1;
-        self.sum = self.sum.wrapping_sub(price);
+        self.sum -= i128::from(price);
         if let Some(n) = self.prices.get_mut(&price) {
             *n -= 1;
             if *n == 0 {
@@ -403,12 +436,31 @@ mod tests {
             1 => Just(Some(MAX)),
             1 => Just(Some(MAX + 1)),
             1 => Just(None),
+            1 => (i64::MIN..0).prop_map(Some),
         ];
         let category =
             proptest::option::of(prop_oneof![Just("디지털기기"), Just("가구"), Just("의류")]);
         prop_oneof![
             6 => (0i64..25, price, category).prop_map(|(id, price, category)| Op::Version { id, price, category }),
             1 => (0i64..25).prop_map(|id| Op::Tombstone { id }),
+        ]
+    }
+
+    /// Versions at the extremes of a long (and tombstones), over few products so that they
+    /// pile up in the same sums.
+    fn extreme_op() -> impl Strategy<Value = Op> {
+        let price = prop_oneof![
+            3 => Just(Some(i64::MAX)),
+            1 => Just(Some(i64::MAX - 1)),
+            2 => Just(Some(i64::MIN)),
+            1 => Just(Some(-1)),
+            1 => Just(Some(0)),
+            1 => Just(None),
+            2 => any::<i64>().prop_map(Some),
+        ];
+        prop_oneof![
+            8 => (0i64..6, price, proptest::option::of(Just("가구"))).prop_map(|(id, price, category)| Op::Version { id, price, category }),
+            1 => (0i64..6).prop_map(|id| Op::Tombstone { id }),
         ]
     }
 
@@ -432,6 +484,11 @@ mod tests {
 
     /// The changes of `ops`, each with its partition (product id mod 3) and offset in it.
     fn changes(scoping: &Scoping, ops: &[Op]) -> Vec<(usize, Change)> {
+        changes_at(scoping, ops, MAX)
+    }
+
+    /// As [`changes`], under the limit `max`.
+    fn changes_at(scoping: &Scoping, ops: &[Op], max: i64) -> Vec<(usize, Change)> {
         let mut next_offset = [0i64; PARTITIONS as usize];
         ops.iter()
             .enumerate()
@@ -447,7 +504,7 @@ mod tests {
                     } => Some(listing(*id, *price, *category)),
                     Op::Tombstone { .. } => None,
                 };
-                let (_, change) = scoping.change(offset, i as i64, op.id(), record.as_ref(), MAX);
+                let (_, change) = scoping.change(offset, i as i64, op.id(), record.as_ref(), max);
                 (partition, change)
             })
             .collect()
@@ -457,7 +514,7 @@ mod tests {
     /// worker and the merge stage do.
     fn totals(
         parts: &[Aggregator],
-    ) -> BTreeMap<ListingSumKey, (i64, i64, Option<i64>, Option<i64>)> {
+    ) -> BTreeMap<ListingSumKey, (i64, i128, Option<i64>, Option<i64>)> {
         let mut keys: Vec<&ListingSumKey> =
             parts.iter().flat_map(Aggregator::keys_summed).collect();
         keys.sort();
@@ -465,7 +522,7 @@ mod tests {
         keys.into_iter()
             .map(|key| {
                 let summaries: Vec<Summary> = parts.iter().map(|p| p.summary(key)).collect();
-                let total = Summary::merge(&summaries);
+                let total = Summary::merge(&summaries).expect("no overflow");
                 (key.clone(), (total.count, total.sum, total.min, total.max))
             })
             .filter(|(_, (count, ..))| *count > 0)
@@ -476,7 +533,16 @@ mod tests {
     fn recompute(
         semantics: StreamsSemantics,
         ops: &[Op],
-    ) -> BTreeMap<ListingSumKey, (i64, i64, Option<i64>, Option<i64>)> {
+    ) -> BTreeMap<ListingSumKey, (i64, i128, Option<i64>, Option<i64>)> {
+        recompute_at(semantics, ops, MAX)
+    }
+
+    /// As [`recompute`], with the limit `max`: in 128 bits, so that it cannot wrap either.
+    fn recompute_at(
+        semantics: StreamsSemantics,
+        ops: &[Op],
+        max: i64,
+    ) -> BTreeMap<ListingSumKey, (i64, i128, Option<i64>, Option<i64>)> {
         let mut counted: Vec<(i64, String)> = Vec::new();
         match semantics {
             StreamsSemantics::Append => {
@@ -486,7 +552,7 @@ mod tests {
                         category,
                         ..
                     } = op
-                        && *p <= MAX
+                        && (0..=max).contains(p)
                     {
                         counted.push((*p, category.unwrap_or(NO_CATEGORY).to_owned()));
                     }
@@ -510,7 +576,7 @@ mod tests {
                         category,
                         ..
                     } = op
-                        && *p <= MAX
+                        && (0..=max).contains(p)
                     {
                         counted.push((*p, category.unwrap_or(NO_CATEGORY).to_owned()));
                     }
@@ -537,7 +603,7 @@ mod tests {
         groups
             .into_iter()
             .map(|(key, prices)| {
-                let total = prices.iter().fold(0i64, |s, p| s.wrapping_add(*p));
+                let total: i128 = prices.iter().map(|p| i128::from(*p)).sum();
                 let summary = (
                     prices.len() as i64,
                     total,
@@ -567,6 +633,29 @@ mod tests {
                 parts[partition].apply(&change);
             }
             prop_assert_eq!(totals(&parts), recompute(semantics, &ops));
+        }
+
+        #[test]
+        fn no_input_sequence_makes_a_sum_wrap_or_panic(
+            semantics in semantics(),
+            ops in proptest::collection::vec(extreme_op(), 0..200),
+            max in prop_oneof![Just(i64::MAX), Just(MAX), Just(0), any::<i64>()],
+        ) {
+            let scoping = scoping(semantics);
+            let mut parts = vec![Aggregator::new(scoping.clone()); PARTITIONS as usize];
+            for (partition, change) in changes_at(&scoping, &ops, max) {
+                parts[partition].apply(&change);
+            }
+            let totals = totals(&parts);
+            prop_assert_eq!(&totals, &recompute_at(semantics, &ops, max));
+            // A total past the output's `long` is refused, never wrapped into it.
+            for (key, (count, sum, min, max)) in totals {
+                let summary = Summary { count, sum, min, max, updated_at: 0 };
+                match summary.to_record(&key) {
+                    Ok(record) => prop_assert_eq!(i128::from(record.sum), sum),
+                    Err(_) => prop_assert!(i64::try_from(sum).is_err()),
+                }
+            }
         }
 
         #[test]

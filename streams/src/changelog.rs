@@ -12,8 +12,12 @@ use marketflow_core::record::ListingSumKey;
 
 use crate::aggregate::{Change, Contribution, Scoping, Summary};
 
-/// The layout version written first in every value.
+/// The layout version written first in every changelog value.
 const FORMAT: u8 = 1;
+
+/// The layout version written first in every partial sum: 2 holds the sum in 128 bits (see
+/// [`crate::state`]); 1, the sum in 64 bits as earlier versions wrote it, is still read.
+const PARTIAL_FORMAT: u8 = 2;
 
 /// The tag of a sum's declaration, in its changelog key and value (a change has its semantics'
 /// tag there, `d` or `a`).
@@ -176,13 +180,15 @@ pub fn decode_partial_key(topic: &str, bytes: &[u8]) -> Result<(ListingSumKey, i
     Ok((ListingSumKey { scope, value }, source))
 }
 
-/// Encodes a partial sum as of input position `version` (the last input offset reflected).
+/// Encodes a partial sum as of input position `version` (the last input offset reflected), in
+/// layout [`PARTIAL_FORMAT`].
 pub fn encode_partial(version: i64, summary: &Summary) -> Vec<u8> {
-    let mut out = Vec::with_capacity(60);
-    out.push(FORMAT);
-    for n in [version, summary.count, summary.sum] {
+    let mut out = Vec::with_capacity(68);
+    out.push(PARTIAL_FORMAT);
+    for n in [version, summary.count] {
         out.extend_from_slice(&n.to_be_bytes());
     }
+    out.extend_from_slice(&summary.sum.to_be_bytes());
     for bound in [summary.min, summary.max] {
         match bound {
             None => out.push(0),
@@ -196,16 +202,21 @@ pub fn encode_partial(version: i64, summary: &Summary) -> Vec<u8> {
     out
 }
 
-/// Decodes a partial sum and its version.
+/// Decodes a partial sum and its version, of layout 2 or of layout 1 (a 64-bit sum, written by
+/// earlier versions: a partials topic carries over an upgrade).
 ///
 /// # Errors
-/// [`FormatError`] when the bytes are not a partial sum of this layout.
+/// [`FormatError`] when the bytes are not a partial sum of either layout.
 pub fn decode_partial(topic: &str, bytes: &[u8]) -> Result<(i64, Summary), FormatError> {
     let mut r = Reader { topic, bytes };
-    r.format()?;
+    let layout = r.u8()?;
     let version = r.i64()?;
     let count = r.i64()?;
-    let sum = r.i64()?;
+    let sum = match layout {
+        1 => i128::from(r.i64()?),
+        PARTIAL_FORMAT => i128::from_be_bytes(r.take()?),
+        _ => return Err(r.error("unknown layout version")),
+    };
     let min = r.opt_i64()?;
     let max = r.opt_i64()?;
     let updated_at = r.i64()?;
@@ -374,7 +385,7 @@ mod tests {
 
         #[test]
         fn partials_round_trip(
-            version in any::<i64>(), count in any::<i64>(), sum in any::<i64>(),
+            version in any::<i64>(), count in any::<i64>(), sum in any::<i128>(),
             min in proptest::option::of(any::<i64>()), max in proptest::option::of(any::<i64>()),
             updated_at in any::<i64>(), scope in ".{0,10}", value in ".{0,10}", source in any::<i32>(),
         ) {
@@ -397,6 +408,34 @@ mod tests {
             let owner = owner_partition(&ListingSumKey { scope, value }, partitions);
             prop_assert!((0..partitions).contains(&owner));
         }
+    }
+
+    #[test]
+    fn a_partial_sum_of_the_64_bit_layout_still_decodes() {
+        // Layout 1, as earlier versions wrote it: version 7, count 2, sum -3, min 1, no max,
+        // updated at 9.
+        let mut v1 = vec![1u8];
+        for n in [7i64, 2, -3] {
+            v1.extend_from_slice(&n.to_be_bytes());
+        }
+        v1.push(1);
+        v1.extend_from_slice(&1i64.to_be_bytes());
+        v1.push(0);
+        v1.extend_from_slice(&9i64.to_be_bytes());
+        let summary = Summary {
+            count: 2,
+            sum: -3,
+            min: Some(1),
+            max: None,
+            updated_at: 9,
+        };
+        assert_eq!(decode_partial("t", &v1).unwrap(), (7, summary));
+        let v2 = encode_partial(7, &summary);
+        assert_eq!(v2[0], 2);
+        assert_eq!(decode_partial("t", &v2).unwrap(), (7, summary));
+        let mut v3 = v2.clone();
+        v3[0] = 3;
+        assert!(decode_partial("t", &v3).is_err());
     }
 
     #[test]

@@ -1,14 +1,15 @@
 //! Reads what the sums need from an input record (product id, price, category) straight from the
 //! Avro body, with the writer's schema fetched once per schema id from the registry, without
-//! building the whole `Listing`: the hot path of the aggregation stage.
+//! building the whole `Listing`: the hot path of the aggregation stage. A schema id is used only
+//! once found to be a version of the topic's subject, and no record over the decoded-size cap is
+//! built.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use apache_avro::Schema;
-use apache_avro::reader::datum::GenericDatumReader;
 use apache_avro::types::Value;
-use marketflow_core::codec::{Codec, CodecError, HEADER_LEN, schema_id};
+use marketflow_core::codec::{Codec, CodecError, HEADER_LEN, WriterSchema, schema_id};
+use marketflow_core::schema::{Part, subject};
 use tokio::runtime::Handle;
 
 /// What the sums read from a listing's value.
@@ -22,12 +23,13 @@ pub struct Fields {
     pub category: Option<String>,
 }
 
-/// Decodes input records by their writer's schema, cached per schema id.
+/// Decodes input records by their writer's schema, cached per part (key or not) and schema id
+/// with the topic whose subject it was checked against.
 pub struct InputDecoder {
     codec: Arc<Codec>,
     runtime: Handle,
     category_field: String,
-    schemas: HashMap<u32, Arc<Schema>>,
+    schemas: HashMap<(bool, u32), (String, Arc<WriterSchema>)>,
 }
 
 impl InputDecoder {
@@ -41,13 +43,14 @@ impl InputDecoder {
         }
     }
 
-    /// The fields of a listing value.
+    /// The fields of a listing value read from `topic`.
     ///
     /// # Errors
     /// A [`CodecError`]: retryable when the registry is unreachable, fatal when the payload is
-    /// not a listing.
-    pub fn value(&mut self, payload: &[u8]) -> Result<Fields, CodecError> {
-        let (id, value) = self.read(payload)?;
+    /// not a listing (`ForeignSchema` when its schema is not one of `<topic>-value`'s,
+    /// `TooLarge` over the decoded-size cap).
+    pub fn value(&mut self, topic: &str, payload: &[u8]) -> Result<Fields, CodecError> {
+        let (id, value) = self.read(topic, Part::Value, payload)?;
         let mismatch = |detail: &str| CodecError::Mismatch {
             id,
             target: "a listing (product_id, price, category)",
@@ -74,12 +77,12 @@ impl InputDecoder {
         })
     }
 
-    /// The product id of a listing key.
+    /// The product id of a listing key read from `topic`.
     ///
     /// # Errors
-    /// A [`CodecError`], as for [`InputDecoder::value`].
-    pub fn key(&mut self, payload: &[u8]) -> Result<i64, CodecError> {
-        let (id, value) = self.read(payload)?;
+    /// A [`CodecError`], as for [`InputDecoder::value`] (the subject is `<topic>-key`).
+    pub fn key(&mut self, topic: &str, payload: &[u8]) -> Result<i64, CodecError> {
+        let (id, value) = self.read(topic, Part::Key, payload)?;
         let found = match value {
             Value::Record(fields) => fields
                 .into_iter()
@@ -94,27 +97,27 @@ impl InputDecoder {
         })
     }
 
-    fn read(&mut self, payload: &[u8]) -> Result<(u32, Value), CodecError> {
+    fn read(
+        &mut self,
+        topic: &str,
+        part: Part,
+        payload: &[u8],
+    ) -> Result<(u32, Value), CodecError> {
         let id = schema_id(payload)?;
-        let schema = match self.schemas.get(&id) {
-            Some(schema) => schema.clone(),
-            None => {
-                let fetched = self.runtime.block_on(self.codec.schema(id))?;
-                let schema = Arc::new(fetched.parsed.clone());
-                self.schemas.insert(id, schema.clone());
-                schema
+        let writer = match self.schemas.get(&(part == Part::Key, id)) {
+            Some((checked, writer)) if checked == topic => writer.clone(),
+            _ => {
+                let codec = &self.codec;
+                let writer = self.runtime.block_on(async {
+                    codec.check_subject(&subject(topic, part), id).await?;
+                    codec.writer_schema(id).await
+                })?;
+                self.schemas
+                    .insert((part == Part::Key, id), (topic.to_owned(), writer.clone()));
+                writer
             }
         };
-        let malformed = |e: apache_avro::Error| CodecError::MalformedBody {
-            id,
-            detail: e.to_string(),
-        };
-        let mut body = &payload[HEADER_LEN..];
-        let value = GenericDatumReader::builder(&schema)
-            .build()
-            .map_err(malformed)?
-            .read_value(&mut body)
-            .map_err(malformed)?;
+        let value = writer.decode(&payload[HEADER_LEN..], self.codec.max_decoded_bytes())?;
         Ok((id, value))
     }
 }

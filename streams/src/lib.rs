@@ -13,6 +13,7 @@ pub mod filter;
 pub mod input;
 pub mod merge;
 pub mod output;
+pub mod routing;
 pub mod state;
 pub mod worker;
 
@@ -25,11 +26,12 @@ use marketflow_core::admin::{self, AdminError};
 use marketflow_core::codec::{Codec, CodecError};
 use marketflow_core::config::{KafkaConfig, StreamsGuarantee, StreamsSemantics};
 use marketflow_core::kafka::{self, ClientError};
+use rdkafka::admin::{AdminOptions, ResourceSpecifier};
 use tokio_util::sync::CancellationToken;
 
 use crate::control::{Control, Status};
 use crate::merge::{MergeError, MergeSetup, Merger};
-use crate::output::{Output, OutputError};
+use crate::output::{Output, OutputError, SendLimit};
 use crate::worker::{Setup, Worker, WorkerError, Writers};
 
 /// What stopped the program.
@@ -99,18 +101,30 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
     let streams = &config.streams;
     // First: under `exactly_once` this is where brokers without transactions are told. Each
     // input partition's transactional producer is made when the partition is assigned.
-    let writers = match streams.guarantee {
-        StreamsGuarantee::Changelog => Writers::Shared(Arc::new(Output::new(&config.kafka)?)),
-        StreamsGuarantee::ExactlyOnce => {
-            let kafka_config = config.kafka.clone();
-            let group_id = streams.group_id.clone();
-            blocking(move || Output::probe_transactions(&kafka_config, &group_id)).await??;
-            Writers::PerPartition
-        }
-    };
-    let merge_output = Output::new(&config.kafka)?;
-
+    if streams.guarantee == StreamsGuarantee::ExactlyOnce {
+        let kafka_config = config.kafka.clone();
+        let group_id = streams.group_id.clone();
+        blocking(move || Output::probe_transactions(&kafka_config, &group_id)).await??;
+    }
     let topics = prepare_topics(&config).await?;
+    let affordable = &config.topics.listings_affordable;
+    let limit = SendLimit::new(
+        &config.kafka,
+        max_message_bytes(&config.kafka, affordable).await,
+    );
+    tracing::info!(
+        topic = %affordable,
+        bytes = limit.bytes(),
+        "Listings larger than this cannot be forwarded; they are dropped as unsendable."
+    );
+    let writers = match streams.guarantee {
+        StreamsGuarantee::Changelog => {
+            Writers::Shared(Arc::new(Output::new(&config.kafka, limit)?))
+        }
+        StreamsGuarantee::ExactlyOnce => Writers::PerPartition,
+    };
+    let merge_output = Output::new(&config.kafka, SendLimit::new(&config.kafka, None))?;
+
     let codec = Arc::new(Codec::new(&config.registry)?);
     let forward = worker::register_forward(&codec, &config.topics.listings_affordable).await?;
 
@@ -150,6 +164,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
             writers,
             forward,
             partials_partitions: topics.partials_partitions,
+            input_partitions: topics.input_partitions,
+            limit,
             control: control.clone(),
             records_in: Arc::new(AtomicU64::new(0)),
         },
@@ -198,6 +214,12 @@ fn validate(config: &Config) -> Result<(), Error> {
             "streams.commit_interval is 0; give a duration such as \"500ms\"".into(),
         ));
     }
+    if streams.max_price < 0 {
+        return Err(Error::Config(format!(
+            "streams.max_price is {}: a price below 0 is never accepted, so nothing would count",
+            streams.max_price
+        )));
+    }
     if streams.group_id.is_empty() {
         return Err(Error::Config("streams.group_id is empty".into()));
     }
@@ -212,6 +234,7 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 
 struct Topics {
     partials_partitions: i32,
+    input_partitions: i32,
 }
 
 /// Checks the input exists, and creates what is missing: the internal topics (compacted; the
@@ -258,7 +281,42 @@ async fn prepare_topics(config: &Config) -> Result<Topics, Error> {
         .unwrap_or(0);
     Ok(Topics {
         partials_partitions: i32::try_from(partials.max(1)).unwrap_or(1),
+        input_partitions: count,
     })
+}
+
+/// The `max.message.bytes` of `topic` (the largest record batch its brokers take); `None`,
+/// logged, when it cannot be read.
+async fn max_message_bytes(kafka_config: &KafkaConfig, topic: &str) -> Option<usize> {
+    let read = async {
+        let admin = kafka::create_admin(kafka_config).map_err(|e| e.to_string())?;
+        let options = AdminOptions::new().request_timeout(Some(kafka_config.connect_timeout));
+        let results = admin
+            .describe_configs(&[ResourceSpecifier::Topic(topic)], &options)
+            .await
+            .map_err(|e| e.to_string())?;
+        let resource = results
+            .into_iter()
+            .next()
+            .ok_or("no answer")?
+            .map_err(|code| code.to_string())?;
+        resource
+            .get("max.message.bytes")
+            .and_then(|entry| entry.value.as_deref())
+            .and_then(|value| value.parse().ok())
+            .ok_or_else(|| "no max.message.bytes".to_owned())
+    };
+    match read.await {
+        Ok(bytes) => Some(bytes),
+        Err(error) => {
+            tracing::warn!(
+                topic,
+                %error,
+                "Cannot read the topic's max.message.bytes; only the producer's limit is checked."
+            );
+            None
+        }
+    }
 }
 
 /// The partition count of `topic`, `None` when it does not exist.

@@ -26,7 +26,7 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 
-use crate::aggregate::Summary;
+use crate::aggregate::{OutOfRange, Summary};
 use crate::changelog::{FormatError, decode_partial, decode_partial_key, owner_partition};
 use crate::control::Control;
 use crate::output::{Output, OutputError};
@@ -178,8 +178,22 @@ impl Engine {
             let Some(shares) = self.sums.get(&key) else {
                 continue;
             };
-            let total = Summary::merge(shares.values().map(|(_, share)| share));
-            let record = total.to_record(&key);
+            let record = Summary::merge(shares.values().map(|(_, share)| share))
+                .ok_or_else(|| OutOfRange {
+                    scope: key.scope.clone(),
+                    value: key.value.clone(),
+                    detail: "adding the partitions' shares overflows".into(),
+                })
+                .and_then(|total| total.to_record(&key));
+            let record = match record {
+                Ok(record) => record,
+                Err(error) => {
+                    // A wrong figure is worse than none; an operator must look.
+                    tracing::error!(%error, "Sum not emitted.");
+                    metrics::counter!("streams_sums_out_of_range_total").increment(1);
+                    continue;
+                }
+            };
             let encoded_key = self.setup.runtime.block_on(keys.encode(&key))?;
             let encoded_value = self.setup.runtime.block_on(values.encode(&record))?;
             self.setup

@@ -18,6 +18,11 @@ use rdkafka::{ClientConfig, TopicPartitionList};
 
 /// How long a flush, or a transaction step, may take before the stage gives up.
 pub const FLUSH_TIMEOUT: Duration = Duration::from_secs(30);
+/// Room a record needs beyond its key and value on the wire: a record batch's header (61
+/// bytes) and the record's own framing (at most 36), rounded up.
+pub const RECORD_OVERHEAD: usize = 128;
+/// librdkafka's `message.max.bytes` and `batch.size` when none is configured.
+const LIBRDKAFKA_DEFAULT_MAX: usize = 1_000_000;
 /// How many times a transaction step that librdkafka calls retriable (it timed out, say while
 /// a broker restarts) is tried before the stage gives up.
 const TRANSACTION_ATTEMPTS: u32 = 5;
@@ -30,6 +35,54 @@ const TRANSACTION_ATTEMPTS: u32 = 5;
 /// be alive, from committing anything more.
 pub fn transactional_id(group_id: &str, partition: i32) -> String {
     format!("{group_id}-partition-{partition}")
+}
+
+/// The largest record the stage can send onward: the producer's `message.max.bytes` and the
+/// affordable topic's `max.message.bytes`, whichever is smaller. A record over it is a
+/// per-record outcome (dropped as `unsendable`), never a failed delivery that stops the stage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SendLimit {
+    bytes: usize,
+}
+
+impl SendLimit {
+    /// The limit of a producer built from `kafka` writing to a topic that takes records of
+    /// `topic_max` bytes (`None` when unknown: the producer's limit alone).
+    pub fn new(kafka: &KafkaConfig, topic_max: Option<usize>) -> Self {
+        let producer_max = producer_config(kafka)
+            .ok()
+            .and_then(|c| c.get("message.max.bytes").and_then(|v| v.parse().ok()))
+            .unwrap_or(LIBRDKAFKA_DEFAULT_MAX);
+        Self {
+            bytes: topic_max.map_or(producer_max, |t| t.min(producer_max)),
+        }
+    }
+
+    /// The limit in bytes, framing included.
+    pub fn bytes(self) -> usize {
+        self.bytes
+    }
+
+    /// Whether a record of `key` and `value` fits, with room for its framing.
+    pub fn fits(self, key: &[u8], value: &[u8]) -> bool {
+        key.len()
+            .saturating_add(value.len())
+            .saturating_add(RECORD_OVERHEAD)
+            <= self.bytes
+    }
+
+    /// Caps the producer's batches at the limit when it is below librdkafka's default, so that
+    /// records that each fit never fail together in a batch the topic refuses as too large.
+    fn apply(self, config: &mut ClientConfig) {
+        let configured = config
+            .get("batch.size")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(LIBRDKAFKA_DEFAULT_MAX);
+        let cap = self.bytes.saturating_sub(RECORD_OVERHEAD).max(1);
+        if cap < configured {
+            config.set("batch.size", cap.to_string());
+        }
+    }
 }
 
 /// What failed writing to Kafka.
@@ -45,6 +98,14 @@ pub enum OutputError {
         topic: String,
         /// What librdkafka said.
         source: KafkaError,
+    },
+    /// The producer refused a record as over its size limit: a per-record outcome.
+    #[error("a record of {size} bytes for topic {topic} is over the producer's size limit")]
+    TooLarge {
+        /// The topic of the record.
+        topic: String,
+        /// Key and value, in bytes.
+        size: usize,
     },
     /// A record was not delivered: the stage stops so that nothing is written past the gap, and
     /// a restart resumes from the durable state.
@@ -152,12 +213,13 @@ pub struct Output {
 }
 
 impl Output {
-    /// An idempotent producer that never times a record out.
+    /// An idempotent producer that never times a record out, its batches within `limit`.
     ///
     /// # Errors
     /// [`OutputError`] when the producer cannot be built.
-    pub fn new(kafka: &KafkaConfig) -> Result<Self, OutputError> {
+    pub fn new(kafka: &KafkaConfig, limit: SendLimit) -> Result<Self, OutputError> {
         let mut config: ClientConfig = producer_config(kafka)?;
+        limit.apply(&mut config);
         // Never time a record out and stop on any gap: a hole in the changelog would be worse
         // than waiting.
         config.set("message.timeout.ms", "0");
@@ -169,15 +231,20 @@ impl Output {
         })
     }
 
-    /// A transactional producer under `transactional_id`, initialised: once this returns, any
-    /// transaction an earlier producer of that id left open is aborted, and that producer is
-    /// fenced.
+    /// A transactional producer under `transactional_id`, its batches within `limit`,
+    /// initialised: once this returns, any transaction an earlier producer of that id left open
+    /// is aborted, and that producer is fenced.
     ///
     /// # Errors
     /// [`OutputError::Init`] (retryable when librdkafka says so) when initialising fails;
     /// other [`OutputError`]s when the producer cannot be built.
-    pub fn transactional(kafka: &KafkaConfig, transactional_id: &str) -> Result<Self, OutputError> {
+    pub fn transactional(
+        kafka: &KafkaConfig,
+        transactional_id: &str,
+        limit: SendLimit,
+    ) -> Result<Self, OutputError> {
         let mut config: ClientConfig = producer_config(kafka)?;
+        limit.apply(&mut config);
         config.set("transactional.id", transactional_id);
         let producer = create(&config)?;
         producer
@@ -215,8 +282,9 @@ impl Output {
     /// none is), waiting while the producer's queue is full.
     ///
     /// # Errors
-    /// [`OutputError`] when a delivery has failed or the record is refused;
-    /// [`OutputError::Fenced`] when another producer took the transactional id over.
+    /// [`OutputError::TooLarge`] when the producer refuses the record as over its size limit
+    /// (nothing was sent); [`OutputError`] when a delivery has failed or the record is refused
+    /// otherwise; [`OutputError::Fenced`] when another producer took the transactional id over.
     pub fn send(
         &self,
         topic: &str,
@@ -236,6 +304,12 @@ impl Output {
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                     record = back;
                     std::thread::sleep(Duration::from_millis(2));
+                }
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge), _)) => {
+                    return Err(OutputError::TooLarge {
+                        topic: topic.to_owned(),
+                        size: key.len() + value.len(),
+                    });
                 }
                 Err((source, _)) => return Err(self.error(topic, source)),
             }
@@ -437,6 +511,28 @@ mod tests {
             transactional_id("marketflow-streams", 2),
             transactional_id("other-group", 2)
         );
+    }
+
+    #[test]
+    fn the_send_limit_is_the_smaller_of_producer_and_topic_with_room_for_framing() {
+        let mut kafka = KafkaConfig::default();
+        kafka
+            .properties
+            .insert("message.max.bytes".into(), "50000".into());
+        let limit = SendLimit::new(&kafka, Some(20_000));
+        assert_eq!(limit.bytes(), 20_000);
+        assert!(limit.fits(&[0; 10], &vec![0; 20_000 - 10 - RECORD_OVERHEAD]));
+        assert!(!limit.fits(&[0; 10], &vec![0; 20_000 - 10 - RECORD_OVERHEAD + 1]));
+        assert_eq!(SendLimit::new(&kafka, None).bytes(), 50_000);
+        assert_eq!(SendLimit::new(&kafka, Some(90_000)).bytes(), 50_000);
+
+        // Batches are capped at a limit below librdkafka's default, and only then.
+        let mut config = ClientConfig::new();
+        limit.apply(&mut config);
+        assert_eq!(config.get("batch.size"), Some("19872"));
+        let mut config = ClientConfig::new();
+        SendLimit::new(&KafkaConfig::default(), Some(2_000_000)).apply(&mut config);
+        assert_eq!(config.get("batch.size"), None);
     }
 
     #[test]

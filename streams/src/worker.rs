@@ -13,6 +13,7 @@
 //! inside `poll` on that thread, can restore a partition's state before the partition's first
 //! record is read, and make everything durable before a partition is given away.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -39,7 +40,8 @@ use crate::changelog::{
 use crate::control::{Control, PartitionStatus};
 use crate::filter::{DropReason, Verdict};
 use crate::input::{Fields, InputDecoder};
-use crate::output::{Output, OutputError, transactional_id};
+use crate::output::{Output, OutputError, SendLimit, transactional_id};
+use crate::routing::Partitioner;
 use crate::state::{Restorer, StateError};
 
 /// How often consumer lag is measured.
@@ -134,6 +136,12 @@ fn sample_listing() -> Listing {
     }
 }
 
+/// An accepted listing as it goes to the affordable topic.
+struct Onward<'m> {
+    key: Cow<'m, [u8]>,
+    value: Cow<'m, [u8]>,
+}
+
 /// What the aggregation stage writes through.
 pub enum Writers {
     /// `changelog`: one idempotent producer for every input partition.
@@ -157,6 +165,10 @@ pub struct Setup {
     pub forward: ForwardIds,
     /// Partition count of the partials topic.
     pub partials_partitions: i32,
+    /// Partition count of the input topic at start (read again at each assignment).
+    pub input_partitions: i32,
+    /// The largest record that can be forwarded.
+    pub limit: SendLimit,
     /// Shared with the admin routes.
     pub control: Arc<Control>,
     /// Counts input records, for the status.
@@ -184,6 +196,12 @@ struct Engine {
     scoping: Scoping,
     restorer: Restorer,
     parts: BTreeMap<i32, Owned>,
+    /// Where the input's producers put a key (see [`crate::routing`]).
+    partitioner: Partitioner,
+    /// The input's partition count, as of the last assignment.
+    input_partitions: i32,
+    /// Partitions a misrouted record was logged for since their assignment.
+    misrouted: BTreeSet<i32>,
     paused: bool,
     fatal: Option<WorkerError>,
     last_flush: Instant,
@@ -293,6 +311,14 @@ impl Engine {
         let topic = self.setup.config.topics.listings.clone();
         let mut positioned = TopicPartitionList::new();
         let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+        // Adding partitions to the input starts a rebalance: the count is read again here.
+        if let Ok(metadata) = consumer.fetch_metadata(Some(&topic), COMMITTED_TIMEOUT)
+            && let Some(found) = metadata.topics().first().map(|t| t.partitions().len())
+            && found > 0
+        {
+            self.input_partitions = i32::try_from(found).unwrap_or(i32::MAX);
+        }
+        self.misrouted.clear();
         // Under `exactly_once` the partitions' producers come first: initialising them aborts
         // whatever the last owners left open, so that the restore reads committed changes only,
         // all of them.
@@ -385,7 +411,7 @@ impl Engine {
         let id = transactional_id(&self.setup.config.streams.group_id, partition);
         let mut attempt = 1;
         loop {
-            match Output::transactional(kafka, &id) {
+            match Output::transactional(kafka, &id, self.setup.limit) {
                 Ok(output) => return Ok(Arc::new(output)),
                 Err(error) if error.is_retryable() && attempt < ATTEMPTS => {
                     tracing::warn!(%error, attempt, "Initialising transactions failed; retrying.");
@@ -454,11 +480,14 @@ impl Engine {
         // last transaction, past every change that transaction committed.
         let replayed = part.state.position().is_some_and(|p| offset <= p);
         let writer = part.writer.clone();
+        if !replayed {
+            self.check_routing(message);
+        }
         let (fields, product_id) = match self.decode(message)? {
-            Some(decoded) => decoded,
-            None => {
+            Ok(decoded) => decoded,
+            Err(reason) => {
                 if !replayed {
-                    metrics::counter!("streams_records_dropped_total", "reason" => DropReason::Undecodable.label())
+                    metrics::counter!("streams_records_dropped_total", "reason" => reason.label())
                         .increment(1);
                 }
                 self.processed(partition, offset);
@@ -469,20 +498,36 @@ impl Engine {
             price: f.price,
             category: f.category.as_deref(),
         });
-        let (verdict, change) = self.scoping.change_of(
+        let (mut verdict, mut change) = self.scoping.change_of(
             offset,
             timestamp,
             product_id,
             version,
             self.setup.config.streams.max_price,
         );
+        // An accepted listing that cannot be sent onward is dropped, from the sums too: every
+        // listing summed is on the affordable topic.
+        let onward = match verdict {
+            Some(Verdict::Accept(_)) => self.onward(message, product_id)?,
+            _ => None,
+        };
+        if onward.is_none() && matches!(verdict, Some(Verdict::Accept(_))) {
+            verdict = Some(Verdict::Drop(DropReason::Unsendable));
+            change.next = None;
+        }
         if replayed {
             metrics::counter!("streams_records_skipped_total").increment(1);
-            if let Some(Verdict::Accept(_)) = verdict {
-                self.forward(message, &writer)?;
+            if let Some(onward) = &onward {
+                self.forward(onward, &writer, product_id)?;
             }
             self.processed(partition, offset);
             return Ok(());
+        }
+        if let Some(onward) = &onward
+            && !self.forward(onward, &writer, product_id)?
+        {
+            verdict = Some(Verdict::Drop(DropReason::Unsendable));
+            change.next = None;
         }
         if let Some(Verdict::Drop(reason)) = verdict {
             metrics::counter!("streams_records_dropped_total", "reason" => reason.label())
@@ -502,11 +547,37 @@ impl Engine {
             writer.send(changelog, Some(partition), &key, &value)?;
             part.dirty.extend(touched);
         }
-        if let Some(Verdict::Accept(_)) = verdict {
-            self.forward(message, &writer)?;
-        }
         self.processed(partition, offset);
         Ok(())
+    }
+
+    /// Counts, and logs once per partition and assignment, a record whose key is not where the
+    /// input's producers put it (see [`crate::routing`]): under `distinct` its product may be
+    /// counted in two partitions.
+    fn check_routing(&mut self, message: &BorrowedMessage<'_>) {
+        let partition = message.partition();
+        let Some(home) = message
+            .key()
+            .and_then(|key| self.partitioner.partition(key, self.input_partitions))
+        else {
+            return;
+        };
+        if home == partition {
+            return;
+        }
+        metrics::counter!("streams_records_misrouted_total").increment(1);
+        if self.misrouted.insert(partition) {
+            tracing::warn!(
+                partition,
+                offset = message.offset(),
+                expected = home,
+                partitioner = ?self.partitioner,
+                "Record in another partition than its key's: its producer uses another \
+                 partitioner, or chose the partition. Under distinct, a product whose versions \
+                 are in two partitions is counted in each (see the README); counted in \
+                 streams_records_misrouted_total, logged once per partition."
+            );
+        }
     }
 
     /// Notes that `offset` of `partition` is processed (its effects sent).
@@ -516,24 +587,26 @@ impl Engine {
         }
     }
 
-    /// The fields of the listing (`None` for a tombstone) and its product id; `Ok(None)` when
-    /// the record does not decode and never will. Retries while the registry is unreachable.
+    /// The fields of the listing (`None` for a tombstone) and its product id; `Ok(Err(reason))`
+    /// when the record does not decode and never will (`foreign_schema`, `too_large`,
+    /// `undecodable`). Retries while the registry is unreachable.
     fn decode(
         &mut self,
         message: &BorrowedMessage<'_>,
-    ) -> Result<Option<(Option<Fields>, i64)>, WorkerError> {
+    ) -> Result<Result<(Option<Fields>, i64), DropReason>, WorkerError> {
         let mut attempt = 1;
+        let topic = message.topic();
         loop {
             let decoded = match (message.payload(), message.key()) {
-                (Some(value), _) => self.input.value(value).map(|f| {
+                (Some(value), _) => self.input.value(topic, value).map(|f| {
                     let id = f.product_id;
                     (Some(f), id)
                 }),
-                (None, Some(key)) => self.input.key(key).map(|id| (None, id)),
-                (None, None) => return Ok(None),
+                (None, Some(key)) => self.input.key(topic, key).map(|id| (None, id)),
+                (None, None) => return Ok(Err(DropReason::Undecodable)),
             };
             match decoded {
-                Ok(decoded) => return Ok(Some(decoded)),
+                Ok(decoded) => return Ok(Ok(decoded)),
                 Err(error) if error.is_retryable() && attempt < ATTEMPTS => {
                     tracing::warn!(%error, attempt, "Registry call failed; retrying.");
                     std::thread::sleep(Duration::from_secs(1));
@@ -554,24 +627,36 @@ impl Engine {
                         %error,
                         "Record dropped: it does not decode."
                     );
-                    return Ok(None);
+                    return Ok(Err(match error {
+                        CodecError::ForeignSchema { .. } => DropReason::ForeignSchema,
+                        CodecError::TooLarge { .. } => DropReason::TooLarge,
+                        _ => DropReason::Undecodable,
+                    }));
                 }
             }
         }
     }
 
-    /// Sends an accepted listing to the affordable topic: the input's bytes when they carry the
-    /// schema ids registered there, re-encoded otherwise.
-    fn forward(&self, message: &BorrowedMessage<'_>, writer: &Output) -> Result<(), WorkerError> {
+    /// The record an accepted listing goes onward as: the input's bytes when they carry the
+    /// schema ids registered on the affordable topic, re-encoded otherwise; `None` (logged) when
+    /// it is over the size limit.
+    fn onward<'m>(
+        &self,
+        message: &'m BorrowedMessage<'_>,
+        product_id: i64,
+    ) -> Result<Option<Onward<'m>>, WorkerError> {
         let topic = &self.setup.config.topics.listings_affordable;
         let ids = self.setup.forward;
         let carries =
             |bytes: Option<&[u8]>, id| bytes.is_some_and(|b| schema_id(b).ok() == Some(id));
-        if let (Some(key), Some(value)) = (message.key(), message.payload())
+        let onward = if let (Some(key), Some(value)) = (message.key(), message.payload())
             && carries(Some(key), ids.key)
             && carries(Some(value), ids.value)
         {
-            writer.send(topic, None, key, value)?;
+            Onward {
+                key: Cow::Borrowed(key),
+                value: Cow::Borrowed(value),
+            }
         } else {
             // Another writer schema: decode the whole listing and encode it with the contract's.
             let codec_error = |source| WorkerError::Codec {
@@ -597,10 +682,44 @@ impl Engine {
                 .runtime
                 .block_on(value.encode(&listing))
                 .map_err(codec_error)?;
-            writer.send(topic, None, &key, &value)?;
+            Onward {
+                key: Cow::Owned(key),
+                value: Cow::Owned(value),
+            }
+        };
+        if self.setup.limit.fits(&onward.key, &onward.value) {
+            return Ok(Some(onward));
         }
-        metrics::counter!("streams_listings_forwarded_total").increment(1);
-        Ok(())
+        tracing::warn!(
+            topic = %topic,
+            product_id,
+            bytes = onward.key.len() + onward.value.len(),
+            limit = self.setup.limit.bytes(),
+            "Listing dropped as unsendable: over the size limit of the producer or the topic."
+        );
+        Ok(None)
+    }
+
+    /// Sends an accepted listing to the affordable topic; `false` (logged) when the producer
+    /// refuses it as too large.
+    fn forward(
+        &self,
+        onward: &Onward<'_>,
+        writer: &Output,
+        product_id: i64,
+    ) -> Result<bool, WorkerError> {
+        let topic = &self.setup.config.topics.listings_affordable;
+        match writer.send(topic, None, &onward.key, &onward.value) {
+            Ok(()) => {
+                metrics::counter!("streams_listings_forwarded_total").increment(1);
+                Ok(true)
+            }
+            Err(error @ OutputError::TooLarge { .. }) => {
+                tracing::warn!(product_id, %error, "Listing dropped as unsendable.");
+                Ok(false)
+            }
+            Err(error) => Err(error.into()),
+        }
     }
 
     /// Sends each partition's share of the sums it touched since the last flush, then commits
@@ -817,11 +936,24 @@ impl Worker {
             setup.runtime.clone(),
             streams.category_level,
         );
+        let partitioner = Partitioner::configured(&setup.config.kafka.properties);
+        if let Partitioner::Unchecked(name) = &partitioner {
+            tracing::warn!(
+                partitioner = %name,
+                "The input's producers are assumed to use this partitioner, which places keys at \
+                 random or in a way not followed here: records in another partition than their \
+                 key's are not noticed, and under distinct a product in two partitions is \
+                 counted in each."
+            );
+        }
         let engine = Engine {
             input,
             scoping,
             restorer,
             parts: BTreeMap::new(),
+            partitioner,
+            input_partitions: setup.input_partitions,
+            misrouted: BTreeSet::new(),
             paused: false,
             fatal: None,
             last_flush: Instant::now(),

@@ -80,6 +80,31 @@ impl Market {
         panic!("the market did not come up on {base}");
     }
 
+    /// Serves `router` (a market's routes, some replaced) on a free loopback port, on a runtime
+    /// of its own, until dropped.
+    pub async fn serve(router: axum::Router) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let stop = CancellationToken::new();
+        let token = stop.clone();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                axum::serve(listener, router)
+                    .with_graceful_shutdown(token.cancelled_owned())
+                    .await
+                    .unwrap();
+            });
+        });
+        Self { base, stop }
+    }
+
     /// The truth for each id of `from..=to`: `(status, listing)`.
     pub async fn truth(&self, from: i64, to: i64) -> BTreeMap<i64, (String, Option<Value>)> {
         let client = reqwest::Client::new();
