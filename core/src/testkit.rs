@@ -10,6 +10,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crate::config::Config;
 use crate::kafka;
 
+pub mod hostile;
+pub mod memory;
+
 /// The message every cluster-backed test fails with when the cluster is not there.
 pub const NEEDS_CLUSTER: &str = "run scripts/cluster.sh up";
 
