@@ -362,10 +362,10 @@ pub struct SinkConfig {
     /// character other than ASCII letters, digits and `_` (dots, dashes) becomes `_`.
     pub table_name_format: String,
     /// `insert`, `upsert` (`INSERT ... ON DUPLICATE KEY UPDATE`) or `update`.
-    pub insert_mode: String,
+    pub insert_mode: InsertMode,
     /// Where the primary key comes from: `none`, `kafka` (topic, partition, offset),
     /// `record_key` or `record_value`.
-    pub pk_mode: String,
+    pub pk_mode: PkMode,
     /// The primary key's fields: of the key with `record_key` (empty: every key field, or
     /// `__record_key` for a primitive key), of the value with `record_value` (required).
     pub pk_fields: Vec<String>,
@@ -393,7 +393,7 @@ pub struct SinkConfig {
     pub auto_evolve: bool,
     /// `none`: stop at the first record that cannot be written; `all`: send it to the dead-letter
     /// topic and go on.
-    pub errors_tolerance: String,
+    pub errors_tolerance: Tolerance,
     /// Dead-letter topic; empty means `topics.dead_letter`.
     pub dead_letter_topic: String,
     /// Retries of a batch the database refused for a transient reason (unreachable, deadlock),
@@ -424,8 +424,8 @@ impl Default for SinkConfig {
             topics: vec!["listings".to_owned()],
             group_id: "marketflow-sink".to_owned(),
             table_name_format: "${topic}".to_owned(),
-            insert_mode: "upsert".to_owned(),
-            pk_mode: "record_key".to_owned(),
+            insert_mode: InsertMode::Upsert,
+            pk_mode: PkMode::RecordKey,
             pk_fields: vec!["product_id".to_owned()],
             fields_include: Vec::new(),
             fields_exclude: Vec::new(),
@@ -435,7 +435,7 @@ impl Default for SinkConfig {
             delete_enabled: true,
             auto_create: true,
             auto_evolve: true,
-            errors_tolerance: "all".to_owned(),
+            errors_tolerance: Tolerance::All,
             dead_letter_topic: String::new(),
             max_retries: 10,
             retry_backoff: Duration::from_millis(200),
@@ -444,6 +444,43 @@ impl Default for SinkConfig {
             key_varchar_length: 255,
         }
     }
+}
+
+/// How the sink turns records into rows (`insert.mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InsertMode {
+    /// `INSERT`: a key already in the table is a record that cannot be written (with
+    /// `pk_mode = "kafka"` a re-delivered record is recognised by its offset and skipped).
+    Insert,
+    /// `INSERT ... ON DUPLICATE KEY UPDATE`: the latest record of a key wins.
+    Upsert,
+    /// `UPDATE ... WHERE <key>`: rows are never created.
+    Update,
+}
+
+/// Where the sink's primary key comes from (`pk.mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PkMode {
+    /// No primary key: every record is a new row.
+    None,
+    /// The record's coordinates: `__connect_topic`, `__connect_partition`, `__connect_offset`.
+    Kafka,
+    /// Fields of the record's key.
+    RecordKey,
+    /// Fields of the record's value.
+    RecordValue,
+}
+
+/// What the sink does with a record that cannot be written (`errors.tolerance`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Tolerance {
+    /// Stop at the first one, committing nothing past it.
+    None,
+    /// Send it to the dead-letter topic and go on.
+    All,
 }
 
 /// The `streams` program.
@@ -660,8 +697,8 @@ mod tests {
             assert_eq!(config.sink.topics, ["a-topic", "b.topic"]);
             assert_eq!(config.sink.pk_fields, ["product_id"]);
             assert_eq!(config.sink.batch_max_age, Duration::from_millis(250));
-            assert_eq!(config.sink.insert_mode, "insert");
-            assert_eq!(config.sink.pk_mode, "record_key");
+            assert_eq!(config.sink.insert_mode, InsertMode::Insert);
+            assert_eq!(config.sink.pk_mode, PkMode::RecordKey);
             assert_eq!(SinkConfig::default().topics, ["listings"]);
             Ok(())
         });

@@ -4,7 +4,6 @@
 
 use std::io::IsTerminal;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
 use backon::{ExponentialBuilder, Retryable};
@@ -18,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::checkpoint::{self, Checkpoint, CheckpointError, Progress, Store};
+use crate::counts::{Counts, LiveCounts};
 use crate::events::Events;
 use crate::fetch::{FetchError, Fetched, Fetcher, linked_ids};
 use crate::parse::{Outcome, parse};
@@ -88,59 +88,6 @@ pub enum CrawlError {
     /// A page task panicked (a bug).
     #[error("a page task failed: {0}")]
     Task(String),
-}
-
-/// Ids by outcome.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Counts {
-    /// Produced as listings.
-    pub listings: i64,
-    /// Deleted products.
-    pub deleted: i64,
-    /// Anti-bot pages.
-    pub blocked: i64,
-    /// Pages that did not parse into the listing asked for.
-    pub malformed: i64,
-    /// Given up after their retries (and recorded).
-    pub failed: i64,
-    /// Found already produced by this crawl before a restart.
-    pub skipped: i64,
-}
-
-impl Counts {
-    /// Ids visited or skipped.
-    pub fn total(&self) -> i64 {
-        self.listings + self.deleted + self.blocked + self.malformed + self.failed + self.skipped
-    }
-}
-
-/// The counters the page tasks bump.
-#[derive(Debug, Default)]
-struct LiveCounts([AtomicI64; 6]);
-
-impl LiveCounts {
-    const LISTINGS: usize = 0;
-    const DELETED: usize = 1;
-    const BLOCKED: usize = 2;
-    const MALFORMED: usize = 3;
-    const FAILED: usize = 4;
-    const SKIPPED: usize = 5;
-
-    fn add(&self, which: usize, n: i64) {
-        self.0[which].fetch_add(n, Ordering::Relaxed);
-    }
-
-    fn snapshot(&self) -> Counts {
-        let get = |i: usize| self.0[i].load(Ordering::Relaxed);
-        Counts {
-            listings: get(Self::LISTINGS),
-            deleted: get(Self::DELETED),
-            blocked: get(Self::BLOCKED),
-            malformed: get(Self::MALFORMED),
-            failed: get(Self::FAILED),
-            skipped: get(Self::SKIPPED),
-        }
-    }
 }
 
 /// How a crawl ended.
@@ -253,12 +200,11 @@ impl Crawler {
         shutdown: CancellationToken,
     ) -> Result<Summary, CrawlError> {
         let started = Instant::now();
-        let topics = &self.config.topics;
         let key = format!(
             "{}|{}|{}",
             mode.name(),
             self.fetcher.base_url(),
-            topics.listings
+            self.config.topics.listings
         );
         let store = Store::new(
             &self.config.kafka,
@@ -267,34 +213,77 @@ impl Crawler {
             &key,
         );
         let (mut checkpoint, resumed) = self.plan(mode, &store).await?;
-        let mut progress = Progress::new(checkpoint.next_id, checkpoint.scan_from.clone());
         let counts = LiveCounts::default();
-        if resumed {
-            let (produced, ends) = checkpoint::recover(
-                &self.config.kafka,
-                &self.codec,
-                &topics.listings,
-                &checkpoint.crawl_id,
-                checkpoint.next_id,
-                &checkpoint.scan_from,
-            )
-            .await?;
-            progress = Progress::new(checkpoint.next_id, ends);
-            counts.add(
-                LiveCounts::SKIPPED,
-                i64::try_from(produced.len()).unwrap_or(i64::MAX),
-            );
-            for (id, delivered) in produced {
-                progress.complete(id, Some(delivered));
-            }
-            info!(
-                crawl_id = %checkpoint.crawl_id,
-                checkpoint = checkpoint.next_id,
-                skipped = counts.snapshot().skipped,
-                "Crawl resumed."
-            );
-        }
+        let progress = if resumed {
+            self.resume(&checkpoint, &counts).await?
+        } else {
+            Progress::new(checkpoint.next_id, checkpoint.scan_from.clone())
+        };
         store.save(&checkpoint).await?;
+        let ctx = Arc::new(self.context(mode, &checkpoint, counts));
+        ctx.events.started(progress.next()).await?;
+        info!(
+            crawl_id = %checkpoint.crawl_id,
+            mode = mode.name(),
+            from = checkpoint.from_id,
+            to = ?checkpoint.to_id,
+            checkpoint = progress.next(),
+            "Crawl started."
+        );
+        let scraper = &self.config.scraper;
+        let mut run = Run {
+            ctx: &ctx,
+            store: &store,
+            checkpoint: &mut checkpoint,
+            progress,
+            concurrency: scraper.concurrency.max(1),
+            checkpoint_interval: scraper.checkpoint_interval,
+            grace: scraper.shutdown_grace,
+        };
+        match self.crawl(mode, &mut run, &shutdown).await {
+            Ok(interrupted) => run.finish(mode, interrupted, resumed, started).await,
+            Err(error) => Err(run.fail(error).await),
+        }
+    }
+
+    /// The progress of the unfinished crawl `checkpoint` resumes: the ids its listings show
+    /// produced past the checkpoint are done (and counted as skipped).
+    async fn resume(
+        &self,
+        checkpoint: &Checkpoint,
+        counts: &LiveCounts,
+    ) -> Result<Progress, CrawlError> {
+        let (produced, ends) = checkpoint::recover(
+            &self.config.kafka,
+            &self.codec,
+            &self.config.topics.listings,
+            &checkpoint.crawl_id,
+            checkpoint.next_id,
+            &checkpoint.scan_from,
+        )
+        .await?;
+        let mut progress = Progress::new(checkpoint.next_id, ends);
+        counts.add(
+            LiveCounts::SKIPPED,
+            i64::try_from(produced.len()).unwrap_or(i64::MAX),
+        );
+        for (id, delivered) in produced {
+            progress.complete(id, Some(delivered));
+        }
+        info!(
+            crawl_id = %checkpoint.crawl_id,
+            checkpoint = checkpoint.next_id,
+            skipped = counts.snapshot().skipped,
+            "Crawl resumed."
+        );
+        Ok(progress)
+    }
+
+    /// What the page tasks of the crawl `checkpoint` share: where listings and events go, and
+    /// how a produce is retried.
+    fn context(&self, mode: Mode, checkpoint: &Checkpoint, counts: LiveCounts) -> Ctx {
+        let topics = &self.config.topics;
+        let scraper = &self.config.scraper;
         let events = Events::new(
             self.sender.clone(),
             Arc::clone(&self.codec),
@@ -308,8 +297,7 @@ impl Crawler {
                 ..ScraperEvent::default()
             },
         );
-        let scraper = &self.config.scraper;
-        let ctx = Arc::new(Ctx {
+        Ctx {
             fetcher: Arc::clone(&self.fetcher),
             pseudonymiser: self.pseudonymiser.clone(),
             listings: ListingProducer::new(
@@ -326,29 +314,20 @@ impl Crawler {
                 .with_max_delay(scraper.max_backoff)
                 .with_max_times(scraper.max_retries)
                 .with_jitter(),
-        });
-        ctx.events.started(progress.next()).await?;
-        info!(
-            crawl_id = %checkpoint.crawl_id,
-            mode = mode.name(),
-            from = checkpoint.from_id,
-            to = ?checkpoint.to_id,
-            checkpoint = progress.next(),
-            "Crawl started."
-        );
+        }
+    }
 
-        let mut run = Run {
-            ctx: &ctx,
-            store: &store,
-            checkpoint: &mut checkpoint,
-            progress,
-            concurrency: scraper.concurrency.max(1),
-            checkpoint_interval: scraper.checkpoint_interval,
-            grace: scraper.shutdown_grace,
-        };
+    /// Visits the ids of `mode` (with a progress line for a `--once` crawl on a terminal);
+    /// whether `shutdown` cut it short.
+    async fn crawl(
+        &self,
+        mode: Mode,
+        run: &mut Run<'_>,
+        shutdown: &CancellationToken,
+    ) -> Result<bool, CrawlError> {
         let progress_line = match (mode, std::io::stderr().is_terminal()) {
             (Mode::Once(_), true) => Some(spawn_progress_line(
-                Arc::clone(&ctx),
+                Arc::clone(run.ctx),
                 run.checkpoint.to_id.unwrap_or(0) - run.checkpoint.from_id + 1,
             )),
             _ => None,
@@ -356,55 +335,15 @@ impl Crawler {
         let result = match mode {
             Mode::Once(_) => {
                 let to = run.checkpoint.to_id.unwrap_or(run.checkpoint.from_id);
-                run.visit_range(run.progress.next(), to, &shutdown).await
+                run.visit_range(run.progress.next(), to, shutdown).await
             }
-            Mode::Continuous => self.poll(&mut run, &shutdown).await,
+            Mode::Continuous => self.poll(run, shutdown).await,
         };
         if let Some(line) = progress_line {
             line.abort();
             eprintln!();
         }
-        let interrupted = match result {
-            Ok(interrupted) => interrupted,
-            Err(error) => {
-                let next = run.progress.next();
-                if let Err(e) = run.save(false).await {
-                    warn!(error = %e, "Cannot write the checkpoint after a failure.");
-                }
-                if let Err(e) = ctx.events.failed(&error.to_string(), next).await {
-                    warn!(error = %e, "Cannot produce the failed event.");
-                }
-                return Err(error);
-            }
-        };
-        let finished = matches!(mode, Mode::Once(_)) && !interrupted;
-        run.save(finished).await?;
-        let counts = ctx.counts.snapshot();
-        let next = run.progress.next();
-        let kind = if finished { "finished" } else { "stopped" };
-        ctx.events.ended(kind, &counts, next).await?;
-        let summary = Summary {
-            crawl_id: run.checkpoint.crawl_id.clone(),
-            from_id: run.checkpoint.from_id,
-            to_id: run.checkpoint.to_id,
-            checkpoint_id: next,
-            resumed,
-            interrupted,
-            counts,
-            elapsed: started.elapsed(),
-        };
-        info!(
-            crawl_id = %summary.crawl_id,
-            listings = counts.listings,
-            deleted = counts.deleted,
-            blocked = counts.blocked,
-            malformed = counts.malformed,
-            failed = counts.failed,
-            skipped = counts.skipped,
-            checkpoint = next,
-            "Crawl {kind}."
-        );
-        Ok(summary)
+        result
     }
 
     /// The checkpoint to go on from, and whether it resumes an unfinished crawl.
@@ -516,6 +455,59 @@ struct Run<'a> {
 }
 
 impl Run<'_> {
+    /// After the crawl went through (or was `interrupted` by a signal): saves the checkpoint
+    /// (finished, for a `--once` crawl that was not), emits `finished` or `stopped`, and sums
+    /// up.
+    async fn finish(
+        &mut self,
+        mode: Mode,
+        interrupted: bool,
+        resumed: bool,
+        started: Instant,
+    ) -> Result<Summary, CrawlError> {
+        let finished = matches!(mode, Mode::Once(_)) && !interrupted;
+        self.save(finished).await?;
+        let counts = self.ctx.counts.snapshot();
+        let next = self.progress.next();
+        let kind = if finished { "finished" } else { "stopped" };
+        self.ctx.events.ended(kind, &counts, next).await?;
+        let summary = Summary {
+            crawl_id: self.checkpoint.crawl_id.clone(),
+            from_id: self.checkpoint.from_id,
+            to_id: self.checkpoint.to_id,
+            checkpoint_id: next,
+            resumed,
+            interrupted,
+            counts,
+            elapsed: started.elapsed(),
+        };
+        info!(
+            crawl_id = %summary.crawl_id,
+            listings = counts.listings,
+            deleted = counts.deleted,
+            blocked = counts.blocked,
+            malformed = counts.malformed,
+            failed = counts.failed,
+            skipped = counts.skipped,
+            checkpoint = next,
+            "Crawl {kind}."
+        );
+        Ok(summary)
+    }
+
+    /// After the crawl stopped on `error`: saves the checkpoint up to where every id is done
+    /// and emits `failed`, as far as they can be; `error` again.
+    async fn fail(&mut self, error: CrawlError) -> CrawlError {
+        let next = self.progress.next();
+        if let Err(e) = self.save(false).await {
+            warn!(error = %e, "Cannot write the checkpoint after a failure.");
+        }
+        if let Err(e) = self.ctx.events.failed(&error.to_string(), next).await {
+            warn!(error = %e, "Cannot produce the failed event.");
+        }
+        error
+    }
+
     async fn save(&mut self, finished: bool) -> Result<(), CheckpointError> {
         self.checkpoint.next_id = self.progress.next();
         self.checkpoint.scan_from = self.progress.scan_from();
@@ -617,13 +609,7 @@ async fn visit(ctx: &Ctx, id: i64) -> Result<Visit, CrawlError> {
     let url = ctx.fetcher.product_url(id);
     let outcome = match outcome_of(id, ctx.fetcher.get(&path).await, &url) {
         Ok(outcome) => outcome,
-        Err(error) => {
-            warn!(product_id = id, %error, "Product given up.");
-            metrics::counter!("scraper_outcomes_total", "outcome" => "failed").increment(1);
-            ctx.counts.add(LiveCounts::FAILED, 1);
-            ctx.events.id_failed(id, &error.to_string()).await?;
-            return Ok(Visit::Nothing);
-        }
+        Err(error) => return give_up(ctx, id, &error).await,
     };
     metrics::counter!("scraper_outcomes_total", "outcome" => outcome.name()).increment(1);
     match outcome {
@@ -645,11 +631,7 @@ async fn visit(ctx: &Ctx, id: i64) -> Result<Visit, CrawlError> {
                 // This listing's problem, not the crawl's: the id is failed with the cause, and
                 // the checkpoint passes it.
                 Err(error @ ProduceError::TooLarge { .. }) => {
-                    warn!(product_id = id, %error, "Product given up.");
-                    metrics::counter!("scraper_outcomes_total", "outcome" => "failed").increment(1);
-                    ctx.counts.add(LiveCounts::FAILED, 1);
-                    ctx.events.id_failed(id, &error.to_string()).await?;
-                    return Ok(Visit::Nothing);
+                    return give_up(ctx, id, &error).await;
                 }
                 Err(error) => return Err(error.into()),
             };
@@ -673,6 +655,19 @@ async fn visit(ctx: &Ctx, id: i64) -> Result<Visit, CrawlError> {
             Ok(Visit::Nothing)
         }
     }
+}
+
+/// Gives product `id` up for `error`: counted failed, and its `id_failed` event emitted.
+async fn give_up(
+    ctx: &Ctx,
+    id: i64,
+    error: &(dyn std::fmt::Display + Sync),
+) -> Result<Visit, CrawlError> {
+    warn!(product_id = id, %error, "Product given up.");
+    metrics::counter!("scraper_outcomes_total", "outcome" => "failed").increment(1);
+    ctx.counts.add(LiveCounts::FAILED, 1);
+    ctx.events.id_failed(id, &error.to_string()).await?;
+    Ok(Visit::Nothing)
 }
 
 /// What the answer to `GET url` (product `id`) makes of the page; an error when there is no

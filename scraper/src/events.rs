@@ -8,7 +8,7 @@ use marketflow_core::codec::Codec;
 use marketflow_core::record::ScraperEvent;
 use marketflow_core::schema::{self, Part};
 
-use crate::crawl::Counts;
+use crate::counts::Counts;
 use crate::produce::{ProduceError, Sender};
 
 /// Writes one crawl's events.

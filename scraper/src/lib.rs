@@ -1,8 +1,17 @@
 //! The `scraper` program: crawls marketplace listings (the local market or web.joongna.com)
 //! into Kafka as Avro, politely (rate limit, robots.txt, backoff), restartably (a checkpoint
 //! in Kafka) and without duplicates or silent losses.
+//!
+//! How an id flows: [`crawl`] plans the ids to visit (a window, a range, or new ids as the recent
+//! list grows), resuming from the [`checkpoint`] (a compacted topic; ids a crashed crawl already
+//! produced are found and skipped), and visits them concurrently. A visit [`fetch`]es the page
+//! (paced by [`throttle`], allowed by [`robots`], kept on the site by [`redirect`]), [`parse`]s it
+//! into an `Outcome` (a pure function), hides the seller ([`pseudonym`]) and [`produce`]s the
+//! listing; the checkpoint moves only over delivered ids. [`counts`] tallies the outcomes, and
+//! [`events`] reports the crawl's start, end, failure and given-up ids to `scraper-events`.
 
 pub mod checkpoint;
+pub mod counts;
 pub mod crawl;
 pub mod events;
 pub mod fetch;
@@ -18,11 +27,12 @@ use std::sync::Arc;
 use marketflow_core::Config;
 use marketflow_core::admin::{self, AdminError};
 use marketflow_core::codec::{Codec, CodecError};
-use marketflow_core::config::RegistryConfig;
+use marketflow_core::config::{RegistryConfig, ScraperConfig};
 use marketflow_core::kafka::{self, ClientError};
 use tokio_util::sync::CancellationToken;
 
-pub use crawl::{Counts, Mode, Range, Summary};
+pub use counts::Counts;
+pub use crawl::{Mode, Range, Summary};
 
 /// What stopped the program.
 #[derive(Debug, thiserror::Error)]
@@ -83,22 +93,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<Summary, Error> {
     let scraper = &config.scraper;
-    if scraper.concurrency == 0 {
-        return Err(Error::Config(
-            "scraper.concurrency must be at least 1".into(),
-        ));
-    }
-    if !(scraper.max_requests_per_sec.is_finite() && scraper.max_requests_per_sec > 0.0) {
-        return Err(Error::Config(format!(
-            "scraper.max_requests_per_sec must be a positive number, not {}",
-            scraper.max_requests_per_sec
-        )));
-    }
-    if scraper.max_page_bytes == 0 {
-        return Err(Error::Config(
-            "scraper.max_page_bytes must be at least 1 (the default is 5242880, 5 MiB)".into(),
-        ));
-    }
+    validate(scraper)?;
     let pseudonymiser = pseudonym::Pseudonymiser::new(scraper.seller_hmac_key.as_ref())?;
     kafka::check_reachable(&config.kafka).await?;
     check_registry(&config.registry).await?;
@@ -157,6 +152,27 @@ pub async fn run(
         println!("{summary}");
     }
     Ok(summary)
+}
+
+/// Checks the `[scraper]` settings no type rules out: the one place they are refused.
+fn validate(scraper: &ScraperConfig) -> Result<(), Error> {
+    if scraper.concurrency == 0 {
+        return Err(Error::Config(
+            "scraper.concurrency must be at least 1".into(),
+        ));
+    }
+    if !(scraper.max_requests_per_sec.is_finite() && scraper.max_requests_per_sec > 0.0) {
+        return Err(Error::Config(format!(
+            "scraper.max_requests_per_sec must be a positive number, not {}",
+            scraper.max_requests_per_sec
+        )));
+    }
+    if scraper.max_page_bytes == 0 {
+        return Err(Error::Config(
+            "scraper.max_page_bytes must be at least 1 (the default is 5242880, 5 MiB)".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// Whether `[kafka.properties]` sets the producer's batch size itself.

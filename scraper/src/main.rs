@@ -15,7 +15,7 @@ use marketflow_scraper::{Mode, Range};
 /// checkpoint without producing an id twice.
 ///
 /// Configuration: built-in defaults (the local cluster and market), then the TOML file given with
-/// --config, then environment variables MARKETFLOW__<SECTION>__<KEY>. The [scraper] keys:
+/// --config, then environment variables `MARKETFLOW__<SECTION>__<KEY>`. The [scraper] keys:
 /// base_url, user_agent, concurrency, max_requests_per_sec, request_timeout, max_retries,
 /// min_backoff, max_backoff, max_crawl_delay, max_page_bytes, poll_interval, window,
 /// seller_hmac_key (required, secret), checkpoint_topic, checkpoint_interval, shutdown_grace,

@@ -317,23 +317,7 @@ fn build(
     og: &OgTags,
 ) -> Result<Page, String> {
     let fl = |key: &str| flight.and_then(|f| f.get(key)).filter(|v| !v.is_null());
-
-    for (what, value) in [
-        ("sku", product.get("sku")),
-        ("productSeq", fl("productSeq")),
-    ] {
-        if let Some(value) = value {
-            let id = integer(value).map_err(|e| format!("{what}: {e}"))?;
-            if let Some(id) = id
-                && id != requested_id
-            {
-                return Err(format!(
-                    "{what} {id} differs from the requested id {requested_id}"
-                ));
-            }
-        }
-    }
-
+    check_ids(requested_id, product, fl("productSeq"))?;
     let title = string(product.get("name"))
         .or_else(|| string(fl("productTitle")))
         .or_else(|| og.title.clone())
@@ -342,58 +326,15 @@ fn build(
         .or_else(|| string(fl("productDescription")))
         .or_else(|| og.description.clone())
         .unwrap_or_default();
-
-    let offer = match product.get("offers") {
-        Some(Value::Array(offers)) => offers.first(),
-        Some(offer @ Value::Object(_)) => Some(offer),
-        _ => None,
-    };
-    let mut price = match offer.and_then(|o| o.get("price")) {
-        Some(p) => integer(p).map_err(|e| format!("offer price: {e}"))?,
-        None => None,
-    };
-    if price.is_none()
-        && let Some(p) = fl("productPrice")
-    {
-        price = integer(p).map_err(|e| format!("productPrice: {e}"))?;
-    }
-    if let Some(p) = price
-        && p < 0
-    {
-        return Err(format!("negative price {p}"));
-    }
-    let condition = match offer
-        .and_then(|o| o.get("itemCondition"))
-        .and_then(Value::as_str)
-    {
-        Some(c) if c.ends_with("UsedCondition") => "used",
-        Some(c) if c.ends_with("NewCondition") => "new",
-        _ => "unknown",
-    };
+    let (price, condition) = offer(product, fl("productPrice"))?;
     let sale_status = match fl("productStatus").map(integer) {
         Some(Ok(Some(0))) => "on_sale",
         Some(Ok(Some(1))) => "reserved",
         Some(Ok(Some(3))) => "sold",
         _ => "unknown",
     };
-
     let categories = breadcrumb.map(categories).unwrap_or_default();
     let level = |n: usize| categories.get(n).cloned();
-
-    let image_urls = match product.get("image") {
-        Some(Value::Array(images)) => images.iter().filter_map(|v| string(Some(v))).collect(),
-        Some(Value::String(image)) => vec![image.clone()],
-        _ => og.image.iter().cloned().collect(),
-    };
-
-    let seller = string(fl("storeSeq"))
-        .or_else(|| match product.get("seller") {
-            Some(Value::Object(seller)) => string(seller.get("name")),
-            Some(Value::String(name)) => Some(name.clone()),
-            _ => None,
-        })
-        .map(RawSeller);
-
     let count = |key: &str| -> Result<Option<i64>, String> {
         fl(key)
             .map(integer)
@@ -405,7 +346,6 @@ fn build(
         Some(date) => Some(kst_millis(date).ok_or_else(|| format!("sortDate {date:?}"))?),
         None => None,
     };
-
     Ok(Page {
         listing: Listing {
             product_id: requested_id,
@@ -424,13 +364,88 @@ fn build(
             view_count: count("viewCount")?,
             wish_count: count("wishCount")?,
             chat_count: count("chatCount")?,
-            image_urls,
+            image_urls: image_urls(product, og),
             posted_at,
             scraped_at: 0,
             source_url: source_url.to_owned(),
         },
-        seller,
+        seller: seller(product, fl("storeSeq")),
     })
+}
+
+/// Refuses a page whose product (`sku`, or the flight data's `productSeq`) is another id than
+/// the one asked for: a redirect or a mix-up, not this listing.
+fn check_ids(requested_id: i64, product: &Value, seq: Option<&Value>) -> Result<(), String> {
+    for (what, value) in [("sku", product.get("sku")), ("productSeq", seq)] {
+        if let Some(value) = value {
+            let id = integer(value).map_err(|e| format!("{what}: {e}"))?;
+            if let Some(id) = id
+                && id != requested_id
+            {
+                return Err(format!(
+                    "{what} {id} differs from the requested id {requested_id}"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The price (the first offer's, else the flight data's `productPrice`; never negative) and
+/// the condition the offer states.
+fn offer(
+    product: &Value,
+    product_price: Option<&Value>,
+) -> Result<(Option<i64>, &'static str), String> {
+    let offer = match product.get("offers") {
+        Some(Value::Array(offers)) => offers.first(),
+        Some(offer @ Value::Object(_)) => Some(offer),
+        _ => None,
+    };
+    let mut price = match offer.and_then(|o| o.get("price")) {
+        Some(p) => integer(p).map_err(|e| format!("offer price: {e}"))?,
+        None => None,
+    };
+    if price.is_none()
+        && let Some(p) = product_price
+    {
+        price = integer(p).map_err(|e| format!("productPrice: {e}"))?;
+    }
+    if let Some(p) = price
+        && p < 0
+    {
+        return Err(format!("negative price {p}"));
+    }
+    let condition = match offer
+        .and_then(|o| o.get("itemCondition"))
+        .and_then(Value::as_str)
+    {
+        Some(c) if c.ends_with("UsedCondition") => "used",
+        Some(c) if c.ends_with("NewCondition") => "new",
+        _ => "unknown",
+    };
+    Ok((price, condition))
+}
+
+/// The product's images, else the `og:image`.
+fn image_urls(product: &Value, og: &OgTags) -> Vec<String> {
+    match product.get("image") {
+        Some(Value::Array(images)) => images.iter().filter_map(|v| string(Some(v))).collect(),
+        Some(Value::String(image)) => vec![image.clone()],
+        _ => og.image.iter().cloned().collect(),
+    }
+}
+
+/// The seller as the page names it (the flight data's `storeSeq`, else the product's seller),
+/// before pseudonymisation.
+fn seller(product: &Value, store_seq: Option<&Value>) -> Option<RawSeller> {
+    string(store_seq)
+        .or_else(|| match product.get("seller") {
+            Some(Value::Object(seller)) => string(seller.get("name")),
+            Some(Value::String(name)) => Some(name.clone()),
+            _ => None,
+        })
+        .map(RawSeller)
 }
 
 /// The breadcrumb's category names, top level first.

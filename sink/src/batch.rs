@@ -49,22 +49,19 @@ impl<T> Batch<T> {
         self.items.len()
     }
 
-    /// The items, oldest first.
-    pub fn items(&self) -> &[T] {
-        &self.items
-    }
-
     /// When the batch is due by age; `None` while it is empty.
     pub fn deadline(&self) -> Option<Instant> {
         self.opened.map(|opened| opened + self.max_age)
     }
 
     /// Whether it is full or old enough to be written.
+    #[cfg(test)]
     pub fn is_due(&self) -> bool {
         self.is_full() || self.deadline().is_some_and(|d| Instant::now() >= d)
     }
 
     /// Waits until the batch is due by age; never returns while it is empty.
+    #[cfg(test)]
     pub async fn expired(&self) {
         match self.deadline() {
             Some(deadline) => tokio::time::sleep_until(deadline).await,

@@ -6,8 +6,8 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
+use sqlx::ConnectOptions;
 use sqlx::mysql::{MySqlConnectOptions, MySqlConnection};
-use sqlx::{ConnectOptions, Connection};
 
 /// What went wrong talking to the database.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -278,13 +278,6 @@ impl Database {
             self.discard();
         }
         result
-    }
-
-    /// Whether the connection answers a ping within the time limit.
-    pub async fn ping(&mut self) -> bool {
-        self.with_timeout(async |c: &mut MySqlConnection| c.ping().await.map_err(|e| classify(&e)))
-            .await
-            .is_ok()
     }
 }
 

@@ -76,6 +76,24 @@ impl Envelope {
     pub fn coordinates(&self) -> String {
         format!("{}/{}/{}", self.topic, self.partition, self.offset)
     }
+
+    /// An undecodable record at these coordinates, for unit tests of what is done with records.
+    #[cfg(test)]
+    pub(crate) fn poison_for_test(topic: &str, partition: i32, offset: i64) -> Self {
+        Self {
+            topic: Arc::from(topic),
+            partition,
+            offset,
+            key_bytes: None,
+            value_bytes: None,
+            headers: None,
+            timestamp: None,
+            content: Content::Poison(Poison {
+                class: "test",
+                message: String::new(),
+            }),
+        }
+    }
 }
 
 /// Decodes a consumed message of `topic` (a name shared by its records). A registry that does
@@ -93,7 +111,7 @@ pub async fn open(
 ) -> Result<Envelope, CodecError> {
     let key_bytes = message.key().map(<[u8]>::to_vec);
     let value_bytes = message.payload().map(<[u8]>::to_vec);
-    let key = if settings.pk_mode == PkMode::RecordKey {
+    let key = if settings.sink.pk_mode == PkMode::RecordKey {
         match &key_bytes {
             None => Err(Poison {
                 class: "missing_key",
@@ -154,11 +172,11 @@ async fn decode(
                             settings
                                 .backoff()
                                 .without_max_times()
-                                .with_max_delay(settings.retry_backoff_max),
+                                .with_max_delay(settings.sink.retry_backoff_max),
                         )
                     })
                     .next()
-                    .unwrap_or(settings.retry_backoff_max);
+                    .unwrap_or(settings.sink.retry_backoff_max);
                 tracing::warn!(error = %e, ?delay, "Schema registry unavailable; waiting.");
                 tokio::select! {
                     () = tokio::time::sleep(delay) => {}

@@ -2,21 +2,36 @@
 //! (insert, upsert or update; primary keys from the record's coordinates, key or value; tables
 //! created and evolved from the schemas; tombstones delete; poison records to a dead-letter
 //! topic), committing a record's offset only once the transaction holding its row has committed.
+//!
+//! How a record flows: `consume`'s loop (`consume/driver.rs`) reads it and decodes it through
+//! the registry (`envelope`) into the batch of the `Pipeline` (`batch`). A batch due by size or
+//! age is prepared by the `writer`'s planner, which asks `table` for each schema's plan (the
+//! columns the schemas call for, the table created or evolved with DDL that fits MySQL's
+//! `limits`, values mapped by [`typemap`] into [`sql`] statements), and handed to the `stage`:
+//! a task of its own that writes the batch in one transaction (`db`), sends its dead letters
+//! (`dlq`), publishes its figures ([`stats`]) and records its offsets. The loop commits those
+//! offsets (`consume/commit.rs` decides what and when); the rebalance callback
+//! (`consume/rebalance.rs`) writes and commits before partitions leave; the admin port's
+//! `control` routes send pause, resume and replay to the loop (`consume/commands.rs`). Database
+//! outages are retried with backoff (`retry`), consumption held meanwhile; whatever stops the
+//! sink is a [`ConsumeError`]. [`settings`] checks `[sink]` once, at start.
 
-pub mod batch;
-pub mod consume;
-pub mod control;
-pub mod db;
-pub mod dlq;
-pub mod envelope;
-pub mod limits;
+mod batch;
+mod consume;
+mod control;
+mod db;
+mod dlq;
+mod envelope;
+mod error;
+mod limits;
+mod retry;
 pub mod settings;
 pub mod sql;
-pub mod stage;
+mod stage;
 pub mod stats;
-pub mod table;
+mod table;
 pub mod typemap;
-pub mod writer;
+mod writer;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -27,9 +42,12 @@ use marketflow_core::kafka::{self, ClientError};
 use marketflow_core::{Config, admin};
 use tokio::sync::{Mutex, mpsc};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
-use crate::consume::{ConsumeError, Consumption, Pipeline};
-use crate::db::{Database, DbError};
+use crate::consume::{Consumption, Pipeline};
+use crate::db::Database;
+pub use crate::db::DbError;
+pub use crate::error::ConsumeError;
 use crate::settings::{Settings, SettingsError, Tolerance};
 use crate::stage::Stage;
 use crate::stats::Board;
@@ -65,12 +83,14 @@ pub enum Error {
 #[derive(Debug)]
 pub struct Sink {
     consumption: Consumption,
-    commands: mpsc::Sender<Command>,
+    commands: mpsc::Sender<control::Command>,
     board: Board,
     shutdown: CancellationToken,
+    /// The write stage, the lag watcher and what they spawn.
+    tasks: TaskTracker,
+    /// Stops the tasks once the loop has ended (a child of `shutdown`).
+    tasks_shutdown: CancellationToken,
 }
-
-pub use control::Command;
 
 impl Sink {
     /// Checks the settings, reaches the brokers (and the database, if it answers), builds the
@@ -82,7 +102,9 @@ impl Sink {
     pub async fn new(config: &Config, shutdown: CancellationToken) -> Result<Self, Error> {
         let settings = Arc::new(Settings::parse(config)?);
         kafka::check_reachable(&config.kafka).await?;
-        let dead_letters = if settings.tolerance == Tolerance::All {
+        let tasks = TaskTracker::new();
+        let tasks_shutdown = shutdown.child_token();
+        let dead_letters = if settings.sink.errors_tolerance == Tolerance::All {
             kafka::ensure_topics(&config.kafka, &[(&settings.dead_letter_topic, 3)]).await?;
             Some(dlq::DeadLetters::new(
                 &config.kafka,
@@ -92,7 +114,7 @@ impl Sink {
             None
         };
         let codec = Arc::new(Codec::new(&config.registry)?);
-        let mut database = Database::new(&config.sink.database_url, settings.write_timeout)?;
+        let mut database = Database::new(&config.sink.database_url, settings.sink.write_timeout)?;
         match database.connection().await {
             Ok(_) => tracing::info!(database = database.describe(), "Database reachable."),
             Err(e @ DbError::Fatal(_)) => return Err(e.into()),
@@ -100,7 +122,7 @@ impl Sink {
                 tracing::warn!(%error, database = database.describe(), "Database not reachable yet; writes will retry.");
             }
         }
-        let board = Board::new(&settings.group_id);
+        let board = Board::new(&settings.sink.group_id);
         // Tables are planned (shapes read, DDL run) on a connection of their own, so that the
         // next batch is prepared while the write stage writes this one.
         let planner = Planner::new(settings.clone(), database.sibling());
@@ -109,7 +131,8 @@ impl Sink {
             Writer::new(settings.clone(), database),
             dead_letters,
             board.clone(),
-            shutdown.clone(),
+            tasks_shutdown.clone(),
+            &tasks,
         );
         let handle = stage.handle();
         let pipeline = Arc::new(Mutex::new(Pipeline::new(
@@ -119,26 +142,29 @@ impl Sink {
             board.clone(),
             shutdown.clone(),
         )));
-        let consumer = kafka::consumer_config(&config.kafka, &settings.group_id)?
+        let consumer = kafka::consumer_config(&config.kafka, &settings.sink.group_id)?
             .create_with_context(consume::context(pipeline, handle, board.clone()))
             .map_err(ClientError::from)?;
         stats::watch_lag(
             &config.kafka,
-            &settings.group_id,
-            settings.topics.clone(),
+            &settings.sink.group_id,
+            settings.sink.topics.clone(),
             board.clone(),
             LAG_INTERVAL,
-            shutdown.clone(),
+            tasks_shutdown.clone(),
+            &tasks,
         )?;
         let (commands, receiver) = mpsc::channel(4);
         let consumption = Consumption::new(settings.clone(), codec, consumer, receiver)
             .map_err(ClientError::from)?;
-        tracing::info!(topics = ?settings.topics, group = settings.group_id, "Sink subscribed.");
+        tracing::info!(topics = ?settings.sink.topics, group = settings.sink.group_id, "Sink subscribed.");
         Ok(Self {
             consumption,
             commands,
             board,
             shutdown,
+            tasks,
+            tasks_shutdown,
         })
     }
 
@@ -159,6 +185,11 @@ impl Sink {
     /// [`Error::Consume`]; nothing past the last written record is committed.
     pub async fn run(self) -> Result<(), Error> {
         let result = self.consumption.run(self.shutdown.clone()).await;
+        // The loop is gone, and with it the write stage's queue: the stage finishes the batch it
+        // has (retries end at once) and stops; the lag watcher stops.
+        self.tasks_shutdown.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
         if let Err(error) = &result {
             tracing::error!(%error, "Sink stopped.");
         }

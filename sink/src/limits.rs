@@ -8,9 +8,6 @@ use crate::typemap::SqlType;
 
 /// Longest table or column name, in characters ("Identifier Length Limits"; error 1059).
 pub const MAX_IDENTIFIER_CHARS: usize = 64;
-/// Longest `VARCHAR` of utf8mb4, in characters: 65,535 bytes over 4 bytes a character
-/// ("String Type Storage Requirements"; error 1074).
-pub const MAX_VARCHAR_CHARS: u32 = 16_383;
 /// Longest index key of InnoDB (`DYNAMIC` rows), all its columns together ("Limits on InnoDB
 /// Tables"; error 1071).
 pub const MAX_KEY_BYTES: u64 = 3_072;

@@ -15,7 +15,7 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// Writes listings from Kafka into MySQL, like Kafka Connect's JDBC sink.
 ///
 /// Configuration: built-in defaults (the local cluster), then the TOML file given with --config,
-/// then environment variables MARKETFLOW__<SECTION>__<KEY>.
+/// then environment variables `MARKETFLOW__<SECTION>__<KEY>`.
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {

@@ -5,193 +5,37 @@ use std::time::Duration;
 
 use marketflow_core::Config;
 use marketflow_core::config::SinkConfig;
-
-/// How records become rows (`insert.mode`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum InsertMode {
-    /// `INSERT`: a key already in the table is a record that cannot be written (with
-    /// `pk_mode = "kafka"` a re-delivered record is recognised by its offset and skipped).
-    Insert,
-    /// `INSERT ... ON DUPLICATE KEY UPDATE`: the latest record of a key wins.
-    Upsert,
-    /// `UPDATE ... WHERE <key>`: rows are never created.
-    Update,
-}
-
-/// Where the primary key comes from (`pk.mode`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PkMode {
-    /// No primary key: every record is a new row.
-    None,
-    /// The record's coordinates: `__connect_topic`, `__connect_partition`, `__connect_offset`.
-    Kafka,
-    /// Fields of the record's key.
-    RecordKey,
-    /// Fields of the record's value.
-    RecordValue,
-}
-
-/// What to do with a record that cannot be written (`errors.tolerance`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Tolerance {
-    /// Stop at the first one, committing nothing past it.
-    None,
-    /// Send it to the dead-letter topic and go on.
-    All,
-}
+pub use marketflow_core::config::{InsertMode, PkMode, Tolerance};
 
 /// A `[sink]` setting or combination that cannot work.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid [sink] configuration: {0}")]
 pub struct SettingsError(String);
 
-/// The validated `[sink]` section (the database URL stays in the config, behind its secret).
+/// The `[sink]` section, checked (its modes were typed when the configuration loaded), and what
+/// follows from it. The database URL stays behind its secret.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// Topics to read.
-    pub topics: Vec<String>,
-    /// The consumer group.
-    pub group_id: String,
-    /// Table name format, `${topic}` replaced.
-    pub table_name_format: String,
-    /// Insert mode.
-    pub insert_mode: InsertMode,
-    /// Primary key mode.
-    pub pk_mode: PkMode,
-    /// Primary key fields.
-    pub pk_fields: Vec<String>,
-    /// Value fields written (empty: all).
-    pub fields_include: Vec<String>,
-    /// Value fields never written.
-    pub fields_exclude: Vec<String>,
-    /// Records per batch.
-    pub batch_size: usize,
-    /// Oldest a batch gets before it is written.
-    pub batch_max_age: Duration,
-    /// Longest time between offset commits under load (zero for inserts not keyed by offset).
-    pub commit_interval: Duration,
-    /// Whether tombstones delete.
-    pub delete_enabled: bool,
-    /// Whether missing tables are created.
-    pub auto_create: bool,
-    /// Whether new fields add columns.
-    pub auto_evolve: bool,
-    /// Error tolerance.
-    pub tolerance: Tolerance,
-    /// The dead-letter topic.
+    /// The section as configured.
+    pub sink: SinkConfig,
+    /// The dead-letter topic: `sink.dead_letter_topic`, or `topics.dead_letter` when empty.
     pub dead_letter_topic: String,
-    /// Retries of a transient database error.
-    pub max_retries: usize,
-    /// First retry delay.
-    pub retry_backoff: Duration,
-    /// Longest retry delay.
-    pub retry_backoff_max: Duration,
-    /// Time limit of one transaction or connection attempt.
-    pub write_timeout: Duration,
-    /// `VARCHAR` length of string key columns.
-    pub key_varchar_length: u32,
+    /// Longest time between offset commits under load: `sink.commit_interval`, but zero for
+    /// inserts not keyed by offset.
+    pub commit_interval: Duration,
 }
 
 impl Settings {
-    /// Parses and checks the `[sink]` section (and the dead-letter topic of `[topics]`).
+    /// Checks the `[sink]` section (and the dead-letter topic of `[topics]`): the one place a
+    /// combination of sink settings is refused.
     ///
     /// # Errors
     /// [`SettingsError`] naming the key, the value and what would work.
     pub fn parse(config: &Config) -> Result<Self, SettingsError> {
-        let sink: &SinkConfig = &config.sink;
-        let insert_mode = match sink.insert_mode.as_str() {
-            "insert" => InsertMode::Insert,
-            "upsert" => InsertMode::Upsert,
-            "update" => InsertMode::Update,
-            other => return Err(bad("insert_mode", other, "insert, upsert or update")),
-        };
-        let pk_mode = match sink.pk_mode.as_str() {
-            "none" => PkMode::None,
-            "kafka" => PkMode::Kafka,
-            "record_key" => PkMode::RecordKey,
-            "record_value" => PkMode::RecordValue,
-            other => {
-                return Err(bad(
-                    "pk_mode",
-                    other,
-                    "none, kafka, record_key or record_value",
-                ));
-            }
-        };
-        let tolerance = match sink.errors_tolerance.as_str() {
-            "none" => Tolerance::None,
-            "all" => Tolerance::All,
-            other => return Err(bad("errors_tolerance", other, "none or all")),
-        };
-        let fail = |msg: String| Err(SettingsError(msg));
-        if sink.topics.is_empty() || sink.topics.iter().any(String::is_empty) {
-            return fail("sink.topics must name at least one topic, and no empty one".into());
-        }
-        if sink.group_id.is_empty() {
-            return fail("sink.group_id must not be empty".into());
-        }
-        if sink.batch_size == 0 {
-            return fail("sink.batch_size must be at least 1".into());
-        }
-        if sink.batch_max_age.is_zero() {
-            return fail("sink.batch_max_age must be longer than 0 (e.g. \"500ms\")".into());
-        }
-        if sink.write_timeout.is_zero() {
-            return fail("sink.write_timeout must be longer than 0 (e.g. \"30s\")".into());
-        }
-        if sink.delete_enabled && pk_mode != PkMode::RecordKey {
-            return fail(format!(
-                "sink.delete_enabled = true needs sink.pk_mode = \"record_key\" (a tombstone has \
-                 only its key to say which row to delete), not \"{}\"; set delete_enabled = false \
-                 or pk_mode = \"record_key\"",
-                sink.pk_mode
-            ));
-        }
-        if pk_mode == PkMode::RecordValue && sink.pk_fields.is_empty() {
-            return fail(
-                "sink.pk_mode = \"record_value\" needs sink.pk_fields, the value fields of the key"
-                    .into(),
-            );
-        }
-        if matches!(pk_mode, PkMode::None | PkMode::Kafka) && !sink.pk_fields.is_empty() {
-            return fail(format!(
-                "sink.pk_fields is not used with sink.pk_mode = \"{}\"; set pk_fields = []",
-                sink.pk_mode
-            ));
-        }
-        if insert_mode != InsertMode::Insert && pk_mode == PkMode::None {
-            return fail(format!(
-                "sink.insert_mode = \"{}\" needs a primary key to find rows by; set pk_mode to \
-                 kafka, record_key or record_value",
-                sink.insert_mode
-            ));
-        }
-        if pk_mode == PkMode::RecordValue {
-            for field in &sink.pk_fields {
-                let included =
-                    sink.fields_include.is_empty() || sink.fields_include.contains(field);
-                if !included || sink.fields_exclude.contains(field) {
-                    return fail(format!(
-                        "sink.pk_fields names {field}, which fields_include/fields_exclude leave out"
-                    ));
-                }
-            }
-        }
-        if !sink.table_name_format.contains("${topic}") && sink.topics.len() > 1 {
-            return fail(format!(
-                "sink.table_name_format \"{}\" has no ${{topic}} but {} topics are read: their \
-                 rows would mix in one table",
-                sink.table_name_format,
-                sink.topics.len()
-            ));
-        }
-        if sink.key_varchar_length == 0 || sink.key_varchar_length > 768 {
-            return fail(format!(
-                "sink.key_varchar_length = {} is out of range: 1..=768 (InnoDB's key limit of \
-                 3072 bytes over 4-byte utf8mb4 characters)",
-                sink.key_varchar_length
-            ));
-        }
+        let sink = &config.sink;
+        check_sizes(sink)?;
+        check_key(sink)?;
+        check_tables(sink)?;
         let dead_letter_topic = if sink.dead_letter_topic.is_empty() {
             config.topics.dead_letter.clone()
         } else {
@@ -202,35 +46,19 @@ impl Settings {
                 "the dead-letter topic {dead_letter_topic} is also an input topic"
             ));
         }
-        Ok(Self {
-            topics: sink.topics.clone(),
-            group_id: sink.group_id.clone(),
-            table_name_format: sink.table_name_format.clone(),
-            insert_mode,
-            pk_mode,
-            pk_fields: sink.pk_fields.clone(),
-            fields_include: sink.fields_include.clone(),
-            fields_exclude: sink.fields_exclude.clone(),
-            batch_size: sink.batch_size,
-            batch_max_age: sink.batch_max_age,
-            // A plain INSERT keyed by anything but the offset turns a re-delivered record into a
-            // duplicate (a refused row or a second row), so there a re-delivery after a crash is
-            // kept to one batch.
-            commit_interval: if insert_mode == InsertMode::Insert && pk_mode != PkMode::Kafka {
+        // A plain INSERT keyed by anything but the offset turns a re-delivered record into a
+        // duplicate (a refused row or a second row), so there a re-delivery after a crash is
+        // kept to one batch.
+        let commit_interval =
+            if sink.insert_mode == InsertMode::Insert && sink.pk_mode != PkMode::Kafka {
                 Duration::ZERO
             } else {
                 sink.commit_interval
-            },
-            delete_enabled: sink.delete_enabled,
-            auto_create: sink.auto_create,
-            auto_evolve: sink.auto_evolve,
-            tolerance,
+            };
+        Ok(Self {
+            sink: sink.clone(),
             dead_letter_topic,
-            max_retries: sink.max_retries,
-            retry_backoff: sink.retry_backoff,
-            retry_backoff_max: sink.retry_backoff_max.max(sink.retry_backoff),
-            write_timeout: sink.write_timeout,
-            key_varchar_length: sink.key_varchar_length,
+            commit_interval,
         })
     }
 
@@ -238,22 +66,130 @@ impl Settings {
     /// other than ASCII letters, digits and `_` mapped to `_` (so `a.b` is never read as schema
     /// `a`, table `b`), cut to MySQL's 64 characters.
     pub fn table_name(&self, topic: &str) -> String {
-        table_name(&self.table_name_format, topic)
+        table_name(&self.sink.table_name_format, topic)
     }
 
     /// Whether a value field is written as a column.
     pub fn includes_field(&self, field: &str) -> bool {
-        (self.fields_include.is_empty() || self.fields_include.iter().any(|f| f == field))
-            && !self.fields_exclude.iter().any(|f| f == field)
+        let sink = &self.sink;
+        (sink.fields_include.is_empty() || sink.fields_include.iter().any(|f| f == field))
+            && !sink.fields_exclude.iter().any(|f| f == field)
     }
 
     /// The retry schedule of transient database errors.
     pub fn backoff(&self) -> backon::ExponentialBuilder {
+        let sink = &self.sink;
         backon::ExponentialBuilder::new()
-            .with_min_delay(self.retry_backoff)
-            .with_max_delay(self.retry_backoff_max)
-            .with_max_times(self.max_retries)
+            .with_min_delay(sink.retry_backoff)
+            .with_max_delay(sink.retry_backoff_max.max(sink.retry_backoff))
+            .with_max_times(sink.max_retries)
             .with_jitter()
+    }
+}
+
+fn fail<T>(message: String) -> Result<T, SettingsError> {
+    Err(SettingsError(message))
+}
+
+/// Topics, group, batch and timeouts: nothing empty or zero that must not be.
+fn check_sizes(sink: &SinkConfig) -> Result<(), SettingsError> {
+    if sink.topics.is_empty() || sink.topics.iter().any(String::is_empty) {
+        return fail("sink.topics must name at least one topic, and no empty one".into());
+    }
+    if sink.group_id.is_empty() {
+        return fail("sink.group_id must not be empty".into());
+    }
+    if sink.batch_size == 0 {
+        return fail("sink.batch_size must be at least 1".into());
+    }
+    if sink.batch_max_age.is_zero() {
+        return fail("sink.batch_max_age must be longer than 0 (e.g. \"500ms\")".into());
+    }
+    if sink.write_timeout.is_zero() {
+        return fail("sink.write_timeout must be longer than 0 (e.g. \"30s\")".into());
+    }
+    Ok(())
+}
+
+/// The primary key: its mode, its fields, and what the insert mode and deletes need of it.
+fn check_key(sink: &SinkConfig) -> Result<(), SettingsError> {
+    let pk_mode = sink.pk_mode;
+    if sink.delete_enabled && pk_mode != PkMode::RecordKey {
+        return fail(format!(
+            "sink.delete_enabled = true needs sink.pk_mode = \"record_key\" (a tombstone has \
+             only its key to say which row to delete), not \"{}\"; set delete_enabled = false \
+             or pk_mode = \"record_key\"",
+            name_of_pk(pk_mode)
+        ));
+    }
+    if pk_mode == PkMode::RecordValue && sink.pk_fields.is_empty() {
+        return fail(
+            "sink.pk_mode = \"record_value\" needs sink.pk_fields, the value fields of the key"
+                .into(),
+        );
+    }
+    if matches!(pk_mode, PkMode::None | PkMode::Kafka) && !sink.pk_fields.is_empty() {
+        return fail(format!(
+            "sink.pk_fields is not used with sink.pk_mode = \"{}\"; set pk_fields = []",
+            name_of_pk(pk_mode)
+        ));
+    }
+    if sink.insert_mode != InsertMode::Insert && pk_mode == PkMode::None {
+        return fail(format!(
+            "sink.insert_mode = \"{}\" needs a primary key to find rows by; set pk_mode to \
+             kafka, record_key or record_value",
+            name_of_insert(sink.insert_mode)
+        ));
+    }
+    if pk_mode == PkMode::RecordValue {
+        for field in &sink.pk_fields {
+            let included = sink.fields_include.is_empty() || sink.fields_include.contains(field);
+            if !included || sink.fields_exclude.contains(field) {
+                return fail(format!(
+                    "sink.pk_fields names {field}, which fields_include/fields_exclude leave out"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Table names and key columns: each topic its own table, keys within InnoDB's limit.
+fn check_tables(sink: &SinkConfig) -> Result<(), SettingsError> {
+    if !sink.table_name_format.contains("${topic}") && sink.topics.len() > 1 {
+        return fail(format!(
+            "sink.table_name_format \"{}\" has no ${{topic}} but {} topics are read: their \
+             rows would mix in one table",
+            sink.table_name_format,
+            sink.topics.len()
+        ));
+    }
+    if sink.key_varchar_length == 0 || sink.key_varchar_length > 768 {
+        return fail(format!(
+            "sink.key_varchar_length = {} is out of range: 1..=768 (InnoDB's key limit of \
+             3072 bytes over 4-byte utf8mb4 characters)",
+            sink.key_varchar_length
+        ));
+    }
+    Ok(())
+}
+
+/// A key mode as the configuration spells it.
+fn name_of_pk(mode: PkMode) -> &'static str {
+    match mode {
+        PkMode::None => "none",
+        PkMode::Kafka => "kafka",
+        PkMode::RecordKey => "record_key",
+        PkMode::RecordValue => "record_value",
+    }
+}
+
+/// An insert mode as the configuration spells it.
+fn name_of_insert(mode: InsertMode) -> &'static str {
+    match mode {
+        InsertMode::Insert => "insert",
+        InsertMode::Upsert => "upsert",
+        InsertMode::Update => "update",
     }
 }
 
@@ -278,10 +214,6 @@ pub fn table_name(format: &str, topic: &str) -> String {
     }
 }
 
-fn bad(key: &str, value: &str, allowed: &str) -> SettingsError {
-    SettingsError(format!("sink.{key} = \"{value}\" is not one of {allowed}"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -295,12 +227,12 @@ mod tests {
     #[test]
     fn the_defaults_upsert_listings_by_product_id() {
         let settings = with(|_| {}).unwrap();
-        assert_eq!(settings.insert_mode, InsertMode::Upsert);
-        assert_eq!(settings.pk_mode, PkMode::RecordKey);
-        assert_eq!(settings.pk_fields, ["product_id"]);
+        assert_eq!(settings.sink.insert_mode, InsertMode::Upsert);
+        assert_eq!(settings.sink.pk_mode, PkMode::RecordKey);
+        assert_eq!(settings.sink.pk_fields, ["product_id"]);
         assert_eq!(settings.table_name("listings"), "listings");
         assert_eq!(settings.dead_letter_topic, "listings-dlq");
-        assert_eq!(settings.tolerance, Tolerance::All);
+        assert_eq!(settings.sink.errors_tolerance, Tolerance::All);
     }
 
     #[test]
@@ -310,15 +242,15 @@ mod tests {
             Duration::from_secs(1)
         );
         let keyed_by_value = with(|s| {
-            s.insert_mode = "insert".into();
-            s.pk_mode = "record_value".into();
+            s.insert_mode = InsertMode::Insert;
+            s.pk_mode = PkMode::RecordValue;
             s.delete_enabled = false;
         })
         .unwrap();
         assert_eq!(keyed_by_value.commit_interval, Duration::ZERO);
         let keyed_by_offset = with(|s| {
-            s.insert_mode = "insert".into();
-            s.pk_mode = "kafka".into();
+            s.insert_mode = InsertMode::Insert;
+            s.pk_mode = PkMode::Kafka;
             s.pk_fields = vec![];
             s.delete_enabled = false;
         })
@@ -339,26 +271,44 @@ mod tests {
     #[test]
     fn delete_needs_record_key() {
         let err = with(|s| {
-            s.pk_mode = "kafka".into();
+            s.pk_mode = PkMode::Kafka;
             s.pk_fields = vec![];
         })
         .unwrap_err();
         assert!(err.contains("delete_enabled = true needs"), "{err}");
     }
 
+    /// The `[sink]` section of a TOML file, loaded as the program loads it.
+    fn load(section: &str) -> Result<Config, String> {
+        let path = std::env::temp_dir().join(format!(
+            "marketflow-sink-settings-{}-{}.toml",
+            std::process::id(),
+            section.len()
+        ));
+        std::fs::write(&path, format!("[sink]\n{section}\n")).unwrap();
+        let loaded = Config::load(Some(&path)).map_err(|e| e.to_string());
+        std::fs::remove_file(&path).unwrap();
+        loaded
+    }
+
     #[test]
-    fn unknown_modes_name_the_allowed_values() {
-        let err = with(|s| s.insert_mode = "merge".into()).unwrap_err();
-        assert!(err.contains("insert, upsert or update"), "{err}");
-        let err = with(|s| s.errors_tolerance = "some".into()).unwrap_err();
-        assert!(err.contains("none or all"), "{err}");
+    fn unknown_modes_name_the_key_and_the_allowed_values() {
+        let err = load("insert_mode = \"merge\"").unwrap_err();
+        assert!(err.contains("sink.insert_mode"), "{err}");
+        assert!(err.contains("`insert`, `upsert`, `update`"), "{err}");
+        let err = load("errors_tolerance = \"some\"").unwrap_err();
+        assert!(err.contains("sink.errors_tolerance"), "{err}");
+        assert!(err.contains("`none` or `all`"), "{err}");
+        let config = load("pk_mode = \"kafka\"\npk_fields = []\ndelete_enabled = false").unwrap();
+        assert_eq!(config.sink.pk_mode, PkMode::Kafka);
+        assert!(Settings::parse(&config).is_ok());
     }
 
     #[test]
     fn bad_combinations_are_refused() {
         assert!(
             with(|s| {
-                s.pk_mode = "none".into();
+                s.pk_mode = PkMode::None;
                 s.pk_fields = vec![];
                 s.delete_enabled = false;
             })
@@ -367,7 +317,7 @@ mod tests {
         );
         assert!(
             with(|s| {
-                s.pk_mode = "record_value".into();
+                s.pk_mode = PkMode::RecordValue;
                 s.pk_fields = vec![];
                 s.delete_enabled = false;
             })

@@ -7,17 +7,19 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use backon::BackoffBuilder;
+use futures::FutureExt;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
-use crate::consume::ConsumeError;
 use crate::dlq::DeadLetters;
 use crate::envelope::Envelope;
+use crate::error::ConsumeError;
+use crate::retry::Retry;
 use crate::settings::Settings;
-use crate::stats::{self, Board, State};
-use crate::writer::{Outcome, Prepared, WriteError, Writer};
+use crate::stats::{self, Board};
+use crate::writer::{DeadLetter, Outcome, Prepared, Writer};
 
 /// Batches handed over and not yet written: one being written, one waiting.
 const DEPTH: usize = 1;
@@ -71,13 +73,16 @@ pub struct StageHandle {
 }
 
 impl Stage {
-    /// Starts the stage's task, writing through `writer`, dead letters to `dead_letters`.
+    /// Starts the stage's task on `tracker`, writing through `writer`, dead letters to
+    /// `dead_letters`. A panic of the task stops the sink with [`ConsumeError::Panicked`],
+    /// naming the panic's message.
     pub fn spawn(
         settings: Arc<Settings>,
         writer: Writer,
         dead_letters: Option<DeadLetters>,
         board: Board,
         shutdown: CancellationToken,
+        tracker: &TaskTracker,
     ) -> Self {
         let (jobs, receiver) = mpsc::channel(DEPTH);
         let (progress, watcher) = watch::channel(Progress::default());
@@ -88,10 +93,11 @@ impl Stage {
             dead_letters,
             board,
             shutdown,
-            progress,
+            progress: progress.clone(),
             shared: shared.clone(),
+            tracker: tracker.clone(),
         };
-        tokio::spawn(worker.run(receiver));
+        tracker.spawn(supervise(worker.run(receiver), shared.clone(), progress));
         Self {
             jobs,
             handle: StageHandle {
@@ -195,89 +201,58 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Retries of work that fails while the database is unavailable, with the settings' backoff:
-/// `hold(true)` before the first retry and `hold(false)` once through, the board showing
-/// `backing_off` meanwhile.
-///
-/// ```ignore
-/// let mut retry = Retry::new(&settings, &board, &shutdown);
-/// let done = loop {
-///     match work().await {
-///         Ok(done) => break retry.through(hold, done),
-///         Err(e) => retry.wait(hold, e).await?,
-///     }
-/// };
-/// ```
-pub struct Retry<'a> {
-    board: &'a Board,
-    shutdown: &'a CancellationToken,
-    delays: backon::ExponentialBackoff,
-    retries: usize,
+/// Runs the stage's `task`; should it panic, records the panic's message as the sink's failure
+/// and marks the stage stopped, so that the loop stops saying why rather than that the stage
+/// ended.
+async fn supervise(
+    task: impl Future<Output = ()>,
+    shared: Arc<Shared>,
+    progress: watch::Sender<Progress>,
+) {
+    if let Err(panic) = std::panic::AssertUnwindSafe(task).catch_unwind().await {
+        let message = panic_message(panic.as_ref());
+        tracing::error!(panic = message, "Write stage panicked.");
+        shared.fail(ConsumeError::Panicked(message.to_owned()));
+        progress.send_modify(|p| p.stopped = true);
+    }
 }
 
-impl<'a> Retry<'a> {
-    /// No retry made yet.
-    pub fn new(settings: &Settings, board: &'a Board, shutdown: &'a CancellationToken) -> Self {
-        Self {
-            board,
-            shutdown,
-            delays: settings.backoff().build(),
-            retries: 0,
-        }
-    }
+/// The text a panic was raised with.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("a panic without a message")
+}
 
-    /// The work went through: `done`, after resuming consumption if it was held.
-    pub fn through<T>(&mut self, hold: &mut (dyn FnMut(bool) + Send), done: T) -> T {
-        if self.retries > 0 {
-            hold(false);
-            tracing::info!(
-                retries = self.retries,
-                "Database back; consumption resumed."
-            );
-            let mut status = self.board.lock();
-            status.last_error = None;
-            status.state = State::Running;
-            self.retries = 0;
-        }
-        done
-    }
+/// Now, in epoch milliseconds (the clock record timestamps are on).
+fn epoch_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
 
-    /// The work failed with `error`: waits before the next attempt if it is worth one.
-    ///
-    /// # Errors
-    /// [`ConsumeError::GaveUp`] after the last retry or at shutdown, [`ConsumeError::Database`]
-    /// when retrying cannot help.
-    pub async fn wait(
-        &mut self,
-        hold: &mut (dyn FnMut(bool) + Send),
-        error: WriteError,
-    ) -> Result<(), ConsumeError> {
-        let e = match error {
-            WriteError::Transient(e) => e,
-            WriteError::Fatal(e) => return Err(ConsumeError::Database(e)),
-        };
-        self.board.lock().last_error = Some(e.to_string());
-        let Some(delay) = self.delays.next() else {
-            return Err(ConsumeError::GaveUp {
-                retries: self.retries,
-                last: e.to_string(),
-            });
-        };
-        if self.retries == 0 {
-            hold(true);
-            self.board.set_state(State::BackingOff);
-        }
-        self.retries += 1;
-        metrics::counter!(stats::DB_RETRIES).increment(1);
-        tracing::warn!(error = %e, retry = self.retries, ?delay, "Database write failed; consumption paused, retrying.");
-        tokio::select! {
-            () = tokio::time::sleep(delay) => Ok(()),
-            () = self.shutdown.cancelled() => Err(ConsumeError::GaveUp {
-                retries: self.retries,
-                last: format!("shutdown while retrying: {e}"),
-            }),
-        }
-    }
+/// Seconds from each record's timestamp to `committed_ms`, when its transaction committed, in
+/// batch order: the records `dead` set aside (whose rows were never written) and records without
+/// a timestamp are left out; a timestamp ahead of the sink's clock counts as 0.
+fn end_to_end_seconds<'a>(
+    timestamps: impl Iterator<Item = Option<i64>> + 'a,
+    dead: &'a [DeadLetter],
+    committed_ms: i64,
+) -> impl Iterator<Item = f64> + 'a {
+    let mut dead = dead.iter().map(|d| d.index).peekable();
+    timestamps
+        .enumerate()
+        .filter_map(move |(index, timestamp)| {
+            while dead.next_if(|&d| d < index).is_some() {}
+            if dead.next_if_eq(&index).is_some() {
+                return None;
+            }
+            let millis = committed_ms.saturating_sub(timestamp.filter(|&t| t >= 0)?);
+            #[allow(clippy::cast_precision_loss)] // exact below 2^53 ms, some 285,000 years
+            Some(millis.max(0) as f64 / 1000.0)
+        })
 }
 
 /// The stage's task.
@@ -289,6 +264,8 @@ struct Worker {
     shutdown: CancellationToken,
     progress: watch::Sender<Progress>,
     shared: Arc<Shared>,
+    /// Where the batches' memory is freed (see [`Worker::write`]).
+    tracker: TaskTracker,
 }
 
 impl Worker {
@@ -331,7 +308,13 @@ impl Worker {
                 Err(e) => retry.wait(&mut hold, e).await?,
             }
         }
-        let outcome = prepared.outcome(self.settings.tolerance);
+        let committed_ms = epoch_millis();
+        let outcome = prepared.outcome(self.settings.sink.errors_tolerance);
+        let latency = metrics::histogram!(stats::END_TO_END_SECONDS);
+        let done = entries[..outcome.done].iter().map(|e| e.timestamp);
+        for seconds in end_to_end_seconds(done, &outcome.dead, committed_ms) {
+            latency.record(seconds);
+        }
         self.send_dead_letters(&entries, &outcome).await?;
         self.shared.record(&entries[..outcome.done]);
         self.publish(&outcome, started);
@@ -343,7 +326,8 @@ impl Worker {
         });
         // Freeing a batch's records and rows takes a while; this task is what the database
         // waits for, so another thread does it.
-        tokio::task::spawn_blocking(move || drop((entries, prepared)));
+        self.tracker
+            .spawn_blocking(move || drop((entries, prepared)));
         Ok(stop)
     }
 
@@ -399,5 +383,99 @@ impl Worker {
             metrics::counter!(stats::REDELIVERED, "table" => table.clone()).increment(*records);
             status.records_redelivered += records;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::envelope::Poison;
+
+    fn dead(index: usize) -> DeadLetter {
+        DeadLetter {
+            index,
+            poison: Poison {
+                class: "test",
+                message: String::new(),
+            },
+        }
+    }
+
+    #[test]
+    fn latency_runs_from_each_written_records_timestamp_to_the_commit() {
+        let timestamps = [
+            Some(1_000),
+            Some(2_000),
+            None,
+            Some(3_500),
+            Some(9_000),
+            Some(-1),
+        ];
+        let seconds: Vec<f64> =
+            end_to_end_seconds(timestamps.into_iter(), &[dead(1), dead(3)], 5_000).collect();
+        // Record 1 and 3 were dead-lettered, 2 has no timestamp, 4 is ahead of our clock, 5
+        // has none either (librdkafka's -1).
+        assert_eq!(seconds, [4.0, 0.0]);
+        let all: Vec<f64> = end_to_end_seconds([Some(4_750)].into_iter(), &[], 5_000).collect();
+        assert_eq!(all, [0.25]);
+    }
+
+    #[test]
+    fn offsets_move_past_the_last_record_written_of_each_partition() {
+        let shared = Shared::default();
+        let batch = [
+            Envelope::poison_for_test("a", 0, 7),
+            Envelope::poison_for_test("a", 1, 3),
+            Envelope::poison_for_test("a", 0, 5),
+        ];
+        shared.record(&batch);
+        shared.record(&[Envelope::poison_for_test("a", 1, 4)]);
+        let written = std::mem::take(&mut *lock(&shared.written));
+        let expected: Offsets = [((Arc::from("a"), 0), 8), ((Arc::from("a"), 1), 5)].into();
+        assert_eq!(written, expected);
+    }
+
+    #[test]
+    fn the_first_failure_is_the_one_reported() {
+        let shared = Shared::default();
+        shared.fail(ConsumeError::DeadLetter("first".into()));
+        shared.fail(ConsumeError::DeadLetter("second".into()));
+        let failure = lock(&shared.failure).take().map(|e| e.to_string());
+        assert!(failure.is_some_and(|f| f.starts_with("first")));
+    }
+
+    #[tokio::test]
+    async fn a_panicking_stage_stops_the_sink_with_its_message() {
+        let shared = Arc::new(Shared::default());
+        let (progress, mut watcher) = watch::channel(Progress::default());
+        let tracker = TaskTracker::new();
+        let code = 42;
+        tracker.spawn(supervise(
+            async move { panic!("row {code} has no column") },
+            shared.clone(),
+            progress,
+        ));
+        tracker.close();
+        tracker.wait().await;
+        assert!(watcher.borrow_and_update().stopped);
+        let failure = lock(&shared.failure).take().map(|e| e.to_string());
+        assert_eq!(
+            failure.as_deref(),
+            Some(
+                "the write stage panicked: row 42 has no column; nothing past the last written \
+                 batch was committed, so a restart resumes there"
+            )
+        );
+        assert_eq!(panic_message(&"static"), "static");
+        assert_eq!(panic_message(&7_u8), "a panic without a message");
+    }
+
+    #[tokio::test]
+    async fn a_stage_that_ends_normally_reports_nothing() {
+        let shared = Arc::new(Shared::default());
+        let (progress, watcher) = watch::channel(Progress::default());
+        supervise(async {}, shared.clone(), progress).await;
+        assert!(!watcher.borrow().stopped);
+        assert!(lock(&shared.failure).is_none());
     }
 }

@@ -1,5 +1,6 @@
 //! The sink's figures: Prometheus metrics (records in, rows written per table, re-deliveries,
-//! batches, batch latency, dead letters, consumer lag) and the status board behind `GET /status`.
+//! batches, batch latency, end-to-end latency, dead letters, consumer lag) and the status board
+//! behind `GET /status`.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -11,6 +12,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// Counter: records consumed, by topic.
 pub const RECORDS_IN: &str = "sink_records_in_total";
@@ -25,6 +27,10 @@ pub const REDELIVERED: &str = "sink_records_redelivered_total";
 pub const BATCHES: &str = "sink_batches_total";
 /// Histogram: seconds to write a batch: its transaction (retries included) and dead letters.
 pub const BATCH_SECONDS: &str = "sink_batch_duration_seconds";
+/// Histogram: seconds from a record's timestamp (when it was produced, or appended with
+/// `LogAppendTime`) to the commit of the transaction that wrote its row; dead letters and records
+/// without a timestamp are not counted.
+pub const END_TO_END_SECONDS: &str = "sink_end_to_end_latency_seconds";
 /// Counter: records sent to the dead-letter topic, by source topic.
 pub const DEAD_LETTERED: &str = "sink_dead_lettered_total";
 /// Counter: transient database failures retried.
@@ -118,7 +124,7 @@ impl Board {
     }
 
     /// Locks the status for an update (a poisoned lock is taken over: the status is plain data).
-    pub fn lock(&self) -> MutexGuard<'_, Status> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Status> {
         self.0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -130,12 +136,12 @@ impl Board {
     }
 
     /// Sets the state.
-    pub fn set_state(&self, state: State) {
+    pub(crate) fn set_state(&self, state: State) {
         self.lock().state = state;
     }
 
     /// Replaces the assigned partitions (keeping what is known of those still assigned).
-    pub fn set_assignment(&self, assigned: &[(String, i32)]) {
+    pub(crate) fn set_assignment(&self, assigned: &[(String, i32)]) {
         let mut status = self.lock();
         let old = std::mem::take(&mut status.partitions);
         status.partitions = assigned
@@ -156,21 +162,23 @@ impl Board {
 }
 
 /// Every `interval`, reads the topics' end offsets and the group's committed offsets (through a
-/// client of its own that never joins the group), and updates the lag gauge and the board.
+/// client of its own that never joins the group), and updates the lag gauge and the board, on a
+/// task of `tracker` that ends at `shutdown`.
 ///
 /// # Errors
 /// [`ClientError`] when the client cannot be built.
-pub fn watch_lag(
+pub(crate) fn watch_lag(
     kafka: &KafkaConfig,
     group_id: &str,
     topics: Vec<String>,
     board: Board,
     interval: Duration,
     shutdown: CancellationToken,
+    tracker: &TaskTracker,
 ) -> Result<(), ClientError> {
     let client: BaseConsumer = consumer_config(kafka, group_id)?.create()?;
     let client = Arc::new(client);
-    tokio::spawn(async move {
+    tracker.spawn(async move {
         let mut ticks = tokio::time::interval(interval);
         loop {
             tokio::select! {
@@ -178,7 +186,12 @@ pub fn watch_lag(
                 () = shutdown.cancelled() => return,
             }
             let (client, topics) = (client.clone(), topics.clone());
-            let read = tokio::task::spawn_blocking(move || read_lag(&client, &topics)).await;
+            let read = tokio::task::spawn_blocking(move || read_lag(&client, &topics));
+            // A read stalled on unreachable brokers is not waited for at shutdown.
+            let read = tokio::select! {
+                read = read => read,
+                () = shutdown.cancelled() => return,
+            };
             let Ok(Some(partitions)) = read else { continue };
             let mut by_topic: BTreeMap<&str, i64> = BTreeMap::new();
             for ((topic, _), (_, _, lag)) in &partitions {

@@ -148,7 +148,7 @@ impl Planner {
             let planned = self.plan(envelope).await?;
             let dead = matches!(planned, Planned::Dead(_));
             plans.push(planned);
-            if dead && self.settings.tolerance == Tolerance::None {
+            if dead && self.settings.sink.errors_tolerance == Tolerance::None {
                 break;
             }
         }
@@ -168,7 +168,7 @@ impl Planner {
     async fn plan(&mut self, envelope: &Envelope) -> Result<Planned, WriteError> {
         let (key, value) = match &envelope.content {
             Content::Poison(poison) => return Ok(Planned::Dead(poison.clone())),
-            Content::Tombstone { .. } if !self.settings.delete_enabled => {
+            Content::Tombstone { .. } if !self.settings.sink.delete_enabled => {
                 return Ok(Planned::Dead(Poison {
                     class: "tombstone_not_enabled",
                     message: "a tombstone (null value) arrived and sink.delete_enabled is off"
@@ -291,7 +291,7 @@ impl Writer {
     /// it is written), rows already there and identical re-deliveries.
     async fn write_one_by_one(&mut self, ops: &mut [Op]) -> Result<(), WriteError> {
         let kind = statement_kind(&self.settings);
-        let tolerate = self.settings.tolerance == Tolerance::All;
+        let tolerate = self.settings.sink.errors_tolerance == Tolerance::All;
         let timeout = self.db.timeout();
         let connection = self.db.connection().await?;
         let attempt =
@@ -389,13 +389,16 @@ async fn write_one_by_one(
 /// How a batch's rows are written: what an `INSERT` does with a key already there, and whether
 /// they are `UPDATE`s.
 fn statement_kind(settings: &Settings) -> (OnDuplicate, bool) {
-    let on_duplicate = match (settings.insert_mode, settings.pk_mode) {
+    let on_duplicate = match (settings.sink.insert_mode, settings.sink.pk_mode) {
         (InsertMode::Upsert, _) => OnDuplicate::Update,
         // The same record again (a re-delivery after a crash): keep the row.
         (_, PkMode::Kafka) => OnDuplicate::Keep,
         _ => OnDuplicate::Fail,
     };
-    (on_duplicate, settings.insert_mode == InsertMode::Update)
+    (
+        on_duplicate,
+        settings.sink.insert_mode == InsertMode::Update,
+    )
 }
 
 /// Every op's statements, consecutive writes (or deletes) of one plan as one run.

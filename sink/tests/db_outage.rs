@@ -12,6 +12,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::{Env, Running, listings};
+use marketflow_core::config::{InsertMode, PkMode};
 use marketflow_core::kafka::consumer_config;
 use marketflow_core::testkit::cluster_dir;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -82,8 +83,8 @@ async fn the_sink_backs_off_through_a_20_second_database_outage_and_ends_exact()
     let topic = env.cluster.topic("sink-outage", 3).await;
     let table = topic.replace('-', "_");
     let mut config = env.config(&[&topic]);
-    config.sink.insert_mode = "insert".into();
-    config.sink.pk_mode = "kafka".into();
+    config.sink.insert_mode = InsertMode::Insert;
+    config.sink.pk_mode = PkMode::Kafka;
     config.sink.pk_fields = vec![];
     config.sink.delete_enabled = false;
     config.sink.batch_size = 100;

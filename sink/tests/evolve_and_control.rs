@@ -9,6 +9,7 @@ mod common;
 use std::time::Duration;
 
 use common::{Env, Running, listings};
+use marketflow_core::config::Tolerance;
 use marketflow_core::schema::SchemaFile;
 use serde::Serialize;
 use serde_json::json;
@@ -148,7 +149,7 @@ async fn a_new_field_adds_a_column_and_an_incompatible_change_is_refused_whole()
     // With tolerance none the same change stops the sink with the reason.
     let mut config = env.config(&[&topic]);
     config.sink.pk_fields = vec!["id".into()];
-    config.sink.errors_tolerance = "none".into();
+    config.sink.errors_tolerance = Tolerance::None;
     let sink = Running::start(&config).await;
     let ended = tokio::time::timeout(Duration::from_secs(60), sink.handle)
         .await

@@ -61,6 +61,24 @@ async fn upserts_survive_five_sigkills_with_every_key_at_its_latest_value() {
     );
     env.wait_for_latest(&table, &latest, Duration::from_secs(180))
         .await;
+    // The last record again (its key's latest value: the table stays the same), so that the
+    // last sink surely writes a row, which it times from the record's timestamp to its commit
+    // (a summary: `_count` records timed, `_sum` their seconds).
+    let last = sent.last().cloned().into_iter().collect::<Vec<_>>();
+    env.produce_listings(&topic, &last).await;
+    env.wait_for(
+        "the last sink to time a row",
+        Duration::from_secs(60),
+        || async {
+            child
+                .metric("sink_end_to_end_latency_seconds_count")
+                .await
+                .is_some_and(|n| n > 0.0)
+        },
+    )
+    .await;
+    let seconds = child.metric("sink_end_to_end_latency_seconds_sum").await;
+    assert!(seconds.is_some_and(|s| s >= 0.0), "seconds: {seconds:?}");
     child.stop();
     assert_eq!(env.count(&table).await, 1_500);
     env.drop_database().await;

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use common::{Env, Running, listings};
 use futures::StreamExt;
+use marketflow_core::config::Tolerance;
 use marketflow_core::kafka::{consumer_config, create_consumer};
 use marketflow_core::record::{Listing, ListingKey};
 use marketflow_core::schema::{self, Part};
@@ -177,7 +178,7 @@ async fn with_tolerance_none_the_sink_stops_at_the_first_poison_naming_it() {
     assert_eq!((partition, offset, *kind), (0, 10, Kind::Oversize));
 
     let mut config = env.config(&[&topic]);
-    config.sink.errors_tolerance = "none".into();
+    config.sink.errors_tolerance = Tolerance::None;
     let group = config.sink.group_id.clone();
     let sink = Running::start(&config).await;
     let ended = tokio::time::timeout(Duration::from_secs(60), sink.handle)

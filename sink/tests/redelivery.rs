@@ -10,6 +10,7 @@ mod common;
 use std::time::Duration;
 
 use common::{Env, Running, latest_by_product, listings};
+use marketflow_core::config::InsertMode;
 use marketflow_core::testkit::unique;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -22,7 +23,7 @@ async fn a_redelivered_batch_is_counted_and_a_real_conflict_is_still_refused() {
     env.produce_listings(&topic, &sent).await;
 
     let mut config = env.config(&[&topic]);
-    config.sink.insert_mode = "insert".into();
+    config.sink.insert_mode = InsertMode::Insert;
     config.sink.delete_enabled = false;
     let first = Running::start(&config).await;
     env.wait_for_rows(&table, 300, Duration::from_secs(120))

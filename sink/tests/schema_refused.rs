@@ -17,6 +17,7 @@ use apache_avro::Schema;
 use apache_avro::types::Value;
 use common::{Env, Running, listings};
 use futures::StreamExt;
+use marketflow_core::config::{PkMode, Tolerance};
 use marketflow_core::kafka::create_consumer;
 use marketflow_core::testkit::unique;
 use rdkafka::consumer::Consumer;
@@ -92,12 +93,12 @@ async fn produce_too_wide(env: &Env, topic: &str, n: usize) {
 }
 
 /// The sink's config for `topics`, keyed by Kafka coordinates (the records have no key schema).
-fn config(env: &Env, topics: &[&str], tolerance: &str) -> marketflow_core::Config {
+fn config(env: &Env, topics: &[&str], tolerance: Tolerance) -> marketflow_core::Config {
     let mut config = env.config(topics);
-    config.sink.pk_mode = "kafka".into();
+    config.sink.pk_mode = PkMode::Kafka;
     config.sink.pk_fields = vec![];
     config.sink.delete_enabled = false;
-    config.sink.errors_tolerance = tolerance.into();
+    config.sink.errors_tolerance = tolerance;
     config
 }
 
@@ -171,7 +172,7 @@ async fn with_tolerance_all_refused_schemas_are_dead_lettered_and_other_topics_f
     .await;
     env.produce_listings(&good, &listings(200, 31)).await;
 
-    let config = config(&env, &[&good, &mapped, &wide, &named], "all");
+    let config = config(&env, &[&good, &mapped, &wide, &named], Tolerance::All);
     let dlq = config.sink.dead_letter_topic.clone();
     let sink = Running::start(&config).await;
     env.wait_for_rows(&good.replace('-', "_"), 200, Duration::from_secs(120))
@@ -230,7 +231,7 @@ async fn with_tolerance_none_a_refused_schema_stops_the_sink_saying_what_to_chan
     let wide = env.cluster.topic("sink-refused-none", 1).await;
     produce_too_wide(&env, &wide, 5).await;
 
-    let sink = Running::start(&config(&env, &[&wide], "none")).await;
+    let sink = Running::start(&config(&env, &[&wide], Tolerance::None)).await;
     let ended = tokio::time::timeout(Duration::from_secs(60), sink.handle)
         .await
         .expect("the sink did not stop at the refused schema")

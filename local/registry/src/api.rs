@@ -19,8 +19,7 @@ use crate::compat::CompatibilityLevel;
 use crate::error::RegistryError;
 use crate::store::{SchemaRequest, Store, VersionSelector};
 
-/// The media type of every answer, as Confluent's.
-pub const MEDIA_TYPE: &str = "application/vnd.schemaregistry.v1+json";
+pub use crate::store::MEDIA_TYPE;
 
 /// Request media types accepted besides none at all (Confluent's list).
 const ACCEPTED_MEDIA_TYPES: [&str; 4] = [

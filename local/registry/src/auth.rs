@@ -15,7 +15,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use tracing::warn;
 
-use crate::api::MEDIA_TYPE;
+use crate::store::MEDIA_TYPE;
 
 /// The one user allowed to change the registry. `Debug` hides the password.
 #[derive(Clone, PartialEq, Eq)]

@@ -193,15 +193,8 @@ fn describe(
             writer_schema_type,
             reader_schema_type,
         } => {
-            let (w, r) = (kind(writer_schema_type), kind(reader_schema_type));
-            (
-                "TYPE_MISMATCH",
-                format!(
-                    "The type{at} in the {reader_is} schema is {r}, which does not match the \
-                     type {w} in the {writer_is} schema"
-                ),
-                format!("reader type: {r} not compatible with writer type: {w}"),
-            )
+            let sides = (reader_is, writer_is);
+            wrong_type(writer_schema_type, reader_schema_type, &at, sides)
         }
         CompatibilityError::TypeExpected {
             schema_type,
@@ -249,6 +242,25 @@ fn describe(
         ),
         other => ("TYPE_MISMATCH", format!("{other}{at}"), String::new()),
     }
+}
+
+/// The `TYPE_MISMATCH` of a reader type that is not the writer's (both as debug dumps); `at`
+/// names where, `sides` which schema is the reader and which the writer.
+fn wrong_type(
+    writer: &str,
+    reader: &str,
+    at: &str,
+    (reader_is, writer_is): (&str, &str),
+) -> (&'static str, String, String) {
+    let (w, r) = (kind(writer), kind(reader));
+    (
+        "TYPE_MISMATCH",
+        format!(
+            "The type{at} in the {reader_is} schema is {r}, which does not match the type {w} \
+             in the {writer_is} schema"
+        ),
+        format!("reader type: {r} not compatible with writer type: {w}"),
+    )
 }
 
 /// The kind of a schema from its debug dump, e.g. `Record` from `Record(RecordSchema { ..`.

@@ -2,9 +2,11 @@
 //! for machines without Docker: the same clients work against it and against
 //! `confluentinc/cp-schema-registry`.
 //!
-//! [`Store`] holds the state (in memory, or persisted to a JSON file), [`router`] answers
-//! HTTP over it (changes behind optional basic auth, [`auth`]), and [`serve`] runs that on a
-//! listener until a shutdown future resolves:
+//! [`Store`] holds the state (in memory, or persisted to a JSON file): its wire types, its model
+//! of schemas, subjects and versions, the operations on it (parsing with [`schema`], checks with
+//! [`compat`]) and its file are the `store` module's parts. [`router`] answers HTTP over it
+//! (changes behind optional basic auth, [`auth`]), and [`serve`] runs that on a listener until a
+//! shutdown future resolves:
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {

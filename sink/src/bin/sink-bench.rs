@@ -110,48 +110,8 @@ async fn main() -> anyhow::Result<()> {
     let topic = format!("sink-bench-{stamp}");
     let database = format!("sink_bench_{stamp}");
 
-    // The database, on the server of sink.database_url.
-    let server = config.sink.database_url.expose_secret().to_owned();
-    let base = server
-        .rsplit_once('/')
-        .map_or(server.as_str(), |(b, _)| b)
-        .to_owned();
-    let mut admin = MySqlConnection::connect(&server)
-        .await
-        .context("connecting to MariaDB")?;
-    admin
-        .execute(sqlx::AssertSqlSafe(format!(
-            "CREATE DATABASE {} CHARACTER SET utf8mb4",
-            sql::quote(&database)
-        )))
-        .await?;
-    let url = format!("{base}/{database}");
-
-    // The pre-filled topic.
-    ensure_topics(&config.kafka, &[(&topic, 3)]).await?;
-    let codec = Codec::new(&config.registry)?;
-    let keys = codec.encoder(&topic, Part::Key, schema::LISTING_KEY);
-    let values = codec.encoder(&topic, Part::Value, schema::LISTING);
-    let producer = create_producer(&config.kafka)?;
-    let listings: Vec<Listing> = (0..n).map(listing).collect();
-    eprintln!("Producing {n} listings to {topic}...");
-    for chunk in listings.chunks(2_000) {
-        let mut encoded = Vec::with_capacity(chunk.len());
-        for l in chunk {
-            encoded.push((keys.encode(&l.key()).await?, values.encode(l).await?));
-        }
-        try_join_all(encoded.iter().map(|(k, v)| {
-            producer.send(
-                FutureRecord::to(&topic).key(k).payload(v),
-                Duration::from_secs(60),
-            )
-        }))
-        .await
-        .map_err(|(e, _)| e)?;
-    }
-
-    // Its polling thread would otherwise share the cores with what is measured.
-    drop(producer);
+    let (mut admin, url) = create_database(&config, &database).await?;
+    let listings = produce_listings(&config, &topic, n).await?;
 
     // Rounds of the sink (a new group and table each) and the raw loop, one after the other.
     config.sink.topics = vec![topic.clone()];
@@ -203,6 +163,58 @@ async fn main() -> anyhow::Result<()> {
         eprintln!("Could not delete the topics {topics:?}: {error}");
     }
     Ok(())
+}
+
+/// A new database `database` on the server of `sink.database_url`: a connection to the server,
+/// and the database's URL.
+async fn create_database(
+    config: &Config,
+    database: &str,
+) -> anyhow::Result<(MySqlConnection, String)> {
+    let server = config.sink.database_url.expose_secret().to_owned();
+    let base = server
+        .rsplit_once('/')
+        .map_or(server.as_str(), |(b, _)| b)
+        .to_owned();
+    let mut admin = MySqlConnection::connect(&server)
+        .await
+        .context("connecting to MariaDB")?;
+    admin
+        .execute(sqlx::AssertSqlSafe(format!(
+            "CREATE DATABASE {} CHARACTER SET utf8mb4",
+            sql::quote(database)
+        )))
+        .await?;
+    let url = format!("{base}/{database}");
+    Ok((admin, url))
+}
+
+/// `n` listings produced to `topic` (made with three partitions), as they were produced.
+async fn produce_listings(config: &Config, topic: &str, n: i64) -> anyhow::Result<Vec<Listing>> {
+    ensure_topics(&config.kafka, &[(topic, 3)]).await?;
+    let codec = Codec::new(&config.registry)?;
+    let keys = codec.encoder(topic, Part::Key, schema::LISTING_KEY);
+    let values = codec.encoder(topic, Part::Value, schema::LISTING);
+    let producer = create_producer(&config.kafka)?;
+    let listings: Vec<Listing> = (0..n).map(listing).collect();
+    eprintln!("Producing {n} listings to {topic}...");
+    for chunk in listings.chunks(2_000) {
+        let mut encoded = Vec::with_capacity(chunk.len());
+        for l in chunk {
+            encoded.push((keys.encode(&l.key()).await?, values.encode(l).await?));
+        }
+        try_join_all(encoded.iter().map(|(k, v)| {
+            producer.send(
+                FutureRecord::to(topic).key(k).payload(v),
+                Duration::from_secs(60),
+            )
+        }))
+        .await
+        .map_err(|(e, _)| e)?;
+    }
+    // Its polling thread would otherwise share the cores with what is measured.
+    drop(producer);
+    Ok(listings)
 }
 
 /// The sink from the topic's first row to its last, into the table of its configuration: rows

@@ -398,6 +398,15 @@ impl SinkProcess {
         reqwest::get(url).await.ok()?.json().await.ok()
     }
 
+    /// The value of the unlabelled series `name` on its `/metrics`, if it shows one.
+    pub async fn metric(&self, name: &str) -> Option<f64> {
+        let url = format!("http://127.0.0.1:{}/metrics", self.admin);
+        let text = reqwest::get(url).await.ok()?.text().await.ok()?;
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|value| value.trim().parse().ok())
+    }
+
     /// The partitions assigned to it, as its status shows them.
     pub async fn partitions(&self) -> Vec<i64> {
         let status = self.status().await.unwrap_or_default();
