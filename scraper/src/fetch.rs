@@ -125,6 +125,29 @@ impl FetchError {
     }
 }
 
+/// How much of robots.txt is read and parsed: RFC 9309 (section 2.5) lets a crawler stop there,
+/// and asks that the limit be at least 500 KiB. The rest of a longer file is ignored, so a huge
+/// robots.txt neither holds memory nor stops the crawl.
+pub const ROBOTS_PARSE_LIMIT: u64 = 500 * 1024;
+
+/// How much of a body is read.
+#[derive(Debug, Clone, Copy)]
+enum Cap {
+    /// At most this many bytes (`scraper.max_page_bytes`): a longer body is
+    /// [`FetchError::TooLarge`].
+    Refuse(u64),
+    /// At most this many bytes; the rest is not read (robots.txt).
+    Truncate(u64),
+}
+
+impl Cap {
+    fn bytes(self) -> u64 {
+        match self {
+            Self::Refuse(bytes) | Self::Truncate(bytes) => bytes,
+        }
+    }
+}
+
 /// An answer worth parsing: a 2xx, 403 or 404 (other 4xx too), with its body.
 #[derive(Debug, Clone)]
 pub struct Fetched {
@@ -222,7 +245,9 @@ impl Fetcher {
     }
 
     async fn read_robots(&self, user_agent: &str) -> Result<Robots, FetchError> {
-        let fetched = self.get_with_retries("/robots.txt").await;
+        let fetched = self
+            .get_with_retries("/robots.txt", Cap::Truncate(ROBOTS_PARSE_LIMIT))
+            .await;
         let robots = match fetched {
             Ok(page) if (200..300).contains(&page.status) => Robots::parse(&page.body, user_agent),
             Ok(page) => {
@@ -253,15 +278,16 @@ impl Fetcher {
                 path: path.to_owned(),
             });
         }
-        self.get_with_retries(path).await
+        self.get_with_retries(path, Cap::Refuse(self.max_page_bytes))
+            .await
     }
 
-    async fn get_with_retries(&self, path: &str) -> Result<Fetched, FetchError> {
+    async fn get_with_retries(&self, path: &str, cap: Cap) -> Result<Fetched, FetchError> {
         let url = format!("{}{path}", self.base_url);
         let max_backoff = self.max_backoff;
         (|| async {
             self.limiter.acquire().await;
-            self.get_once(&url).await
+            self.get_once(&url, cap).await
         })
         .retry(self.backoff)
         .sleep(tokio::time::sleep)
@@ -274,7 +300,7 @@ impl Fetcher {
         .await
     }
 
-    async fn get_once(&self, url: &str) -> Result<Fetched, FetchError> {
+    async fn get_once(&self, url: &str, cap: Cap) -> Result<Fetched, FetchError> {
         let response = self
             .client
             .get(url)
@@ -291,38 +317,55 @@ impl Fetcher {
                 retry_after: retry_after(response.headers(), SystemTime::now()),
             });
         }
-        let body = self.read_body(url, response).await?;
+        let body = self.read_body(url, response, cap).await?;
         Ok(Fetched {
             status: status.as_u16(),
             body,
         })
     }
 
-    /// The body, read chunk by chunk and given up as soon as it would pass `max_page_bytes`:
-    /// whatever the server sends (or claims in Content-Length), one page holds at most that
-    /// much memory.
+    /// The body, read chunk by chunk up to the cap: whatever the server sends (or claims in
+    /// Content-Length), one body holds at most that much memory. Past [`Cap::Refuse`]'s limit the
+    /// page is given up; past [`Cap::Truncate`]'s, the rest is not read and the last, cut line is
+    /// left out.
     async fn read_body(
         &self,
         url: &str,
         mut response: reqwest::Response,
+        cap: Cap,
     ) -> Result<String, FetchError> {
-        let limit = self.max_page_bytes;
-        let too_large = || FetchError::TooLarge {
+        let too_large = |limit| FetchError::TooLarge {
             url: url.to_owned(),
             limit,
         };
         let announced = response.content_length();
-        if announced.is_some_and(|length| length > limit) {
-            return Err(too_large());
+        if let Cap::Refuse(limit) = cap
+            && announced.is_some_and(|length| length > limit)
+        {
+            return Err(too_large(limit));
         }
+        let limit = usize::try_from(cap.bytes()).unwrap_or(usize::MAX);
         let capacity = usize::try_from(announced.unwrap_or(0)).unwrap_or(0);
-        let mut body = Vec::with_capacity(capacity);
+        let mut body = Vec::with_capacity(capacity.min(limit));
         while let Some(chunk) = response.chunk().await.map_err(|e| self.classify(url, &e))? {
-            let length = u64::try_from(body.len() + chunk.len()).unwrap_or(u64::MAX);
-            if length > limit {
-                return Err(too_large());
+            if body.len() + chunk.len() <= limit {
+                body.extend_from_slice(&chunk);
+                continue;
             }
-            body.extend_from_slice(&chunk);
+            match cap {
+                Cap::Refuse(limit) => return Err(too_large(limit)),
+                Cap::Truncate(_) => {
+                    body.extend_from_slice(&chunk[..limit - body.len()]);
+                    let whole_lines = body.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+                    body.truncate(whole_lines);
+                    warn!(
+                        %url,
+                        limit,
+                        "Body over the parse limit; reading only its first {limit} bytes."
+                    );
+                    break;
+                }
+            }
         }
         Ok(String::from_utf8(body)
             .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
@@ -593,6 +636,49 @@ mod tests {
         assert!(matches!(error, FetchError::Disallowed { .. }), "{error}");
         assert!(!error.is_retryable());
         assert_eq!(hits.load(Ordering::SeqCst), 0);
+    }
+
+    /// `head`, then comment lines up to `ROBOTS_PARSE_LIMIT - before_limit` bytes, then `tail`.
+    fn long_robots(head: &str, before_limit: usize, tail: &str) -> &'static str {
+        let limit = usize::try_from(ROBOTS_PARSE_LIMIT).unwrap();
+        let mut text = head.to_owned();
+        while text.len() + 10 <= limit - before_limit {
+            text.push_str("# filler\n");
+        }
+        text.push_str(&"#".repeat(limit - before_limit - text.len() - 1));
+        text.push('\n');
+        text.push_str(tail);
+        text.push_str(&"# more\n".repeat(200_000));
+        Box::leak(text.into_boxed_str())
+    }
+
+    #[tokio::test]
+    async fn a_robots_txt_over_the_page_cap_is_read_to_the_parse_limit_and_the_rest_ignored() {
+        let robots = long_robots(
+            "User-agent: *\nDisallow: /product/\n",
+            0,
+            "User-agent: *\nAllow: /product/\n",
+        );
+        assert!(robots.len() > 1 << 20);
+        let (base, hits) = server(robots, vec![(200, None)]).await;
+        let config = ScraperConfig {
+            max_page_bytes: 100_000,
+            ..config(&base, 1)
+        };
+        let fetcher = Fetcher::new(&config).await.unwrap();
+        let error = fetcher.get("/product/1").await.unwrap_err();
+        assert!(matches!(error, FetchError::Disallowed { .. }), "{error}");
+        assert_eq!(hits.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn a_rule_cut_by_the_parse_limit_is_left_out_not_shortened() {
+        // Cut at the limit, "Disallow: /product/1" would read "Disallow: /product/".
+        let robots = long_robots("User-agent: *\n", 19, "Disallow: /product/1\n");
+        let (base, hits) = server(robots, vec![(200, None)]).await;
+        let fetcher = Fetcher::new(&config(&base, 1)).await.unwrap();
+        assert_eq!(fetcher.get("/product/2").await.unwrap().status, 200);
+        assert_eq!(hits.load(Ordering::SeqCst), 1);
     }
 
     #[test]
