@@ -12,3 +12,4 @@ scripts/compose-check.sh
 # The defaults point at the local cluster; settings given in the environment stay.
 export MARKETFLOW_CLUSTER_DIR=${MARKETFLOW_CLUSTER_DIR:-$HOME/.cache/marketflow/cluster}
 cargo test --workspace --no-fail-fast -- --include-ignored "$@"
+scripts/workshop.sh check
