@@ -19,6 +19,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use backon::{BlockingRetryable, ExponentialBuilder};
 use marketflow_core::codec::{Codec, CodecError};
 use marketflow_core::config::KafkaConfig;
 use marketflow_core::kafka::{self, ClientError};
@@ -28,6 +29,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::topic_partition_list::TopicPartitionList;
+use rdkafka::types::RDKafkaErrorCode;
 use serde::{Deserialize, Serialize};
 
 use crate::produce::{CRAWL_HEADER, Delivered, ProduceError, Sender};
@@ -325,7 +327,7 @@ pub async fn end_offsets(
     blocking(topic, move || {
         let mut ends = BTreeMap::new();
         for partition in partitions(&consumer, &topic_name, timeout)? {
-            let (_, high) = consumer.fetch_watermarks(&topic_name, partition, timeout)?;
+            let (_, high) = watermarks(&consumer, &topic_name, partition, timeout)?;
             ends.insert(partition, high);
         }
         Ok(ends)
@@ -361,7 +363,7 @@ where
         let mut list = TopicPartitionList::new();
         let mut ends = BTreeMap::new();
         for partition in partitions(&consumer, &topic_name, timeout)? {
-            let (low, high) = consumer.fetch_watermarks(&topic_name, partition, timeout)?;
+            let (low, high) = watermarks(&consumer, &topic_name, partition, timeout)?;
             let start = starts.get(&partition).copied().unwrap_or(low).max(low);
             if start < high {
                 list.add_partition_offset(&topic_name, partition, Offset::Offset(start))?;
@@ -418,13 +420,64 @@ fn partitions(
     topic: &str,
     timeout: Duration,
 ) -> Result<Vec<i32>, KafkaError> {
-    let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
+    let metadata = settled(timeout, || consumer.fetch_metadata(Some(topic), timeout))?;
     Ok(metadata
         .topics()
         .iter()
         .filter(|t| t.name() == topic)
         .flat_map(|t| t.partitions().iter().map(|p| p.id()))
         .collect())
+}
+
+/// A partition's low and high watermarks, asked again while its leadership settles.
+fn watermarks(
+    consumer: &BaseConsumer,
+    topic: &str,
+    partition: i32,
+    timeout: Duration,
+) -> Result<(i64, i64), KafkaError> {
+    settled(timeout, || {
+        consumer.fetch_watermarks(topic, partition, timeout)
+    })
+}
+
+/// Runs `ask` until it succeeds, for up to about `timeout * 3` while it fails with a
+/// [transient](is_transient) error: a restart during a leader election (a broker stopped or
+/// restarting) waits for the new leader instead of failing the crawl.
+fn settled<T>(
+    timeout: Duration,
+    ask: impl FnMut() -> Result<T, KafkaError>,
+) -> Result<T, KafkaError> {
+    ask.retry(
+        ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(200))
+            .with_max_delay(Duration::from_secs(2))
+            .without_max_times()
+            .with_total_delay(Some(timeout * 3)),
+    )
+    .sleep(std::thread::sleep)
+    .when(is_transient)
+    .notify(|error, after| {
+        tracing::debug!(%error, ?after, "Partition leadership is settling; asking again.");
+    })
+    .call()
+}
+
+/// Whether `error` is one a leader election or a broker restart causes, and that goes away once
+/// the cluster has settled.
+fn is_transient(error: &KafkaError) -> bool {
+    matches!(
+        error.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::NotLeaderForPartition
+                | RDKafkaErrorCode::LeaderNotAvailable
+                | RDKafkaErrorCode::RequestTimedOut
+                | RDKafkaErrorCode::OperationTimedOut
+                | RDKafkaErrorCode::BrokerTransportFailure
+                | RDKafkaErrorCode::BrokerNotAvailable
+                | RDKafkaErrorCode::NotCoordinator
+        )
+    )
 }
 
 async fn blocking<T: Send + 'static>(
@@ -449,6 +502,33 @@ mod tests {
 
     fn at(partition: i32, offset: i64) -> Option<Delivered> {
         Some(Delivered { partition, offset })
+    }
+
+    #[test]
+    fn leader_elections_are_waited_out_and_other_errors_are_not() {
+        let moved = KafkaError::MetadataFetch(RDKafkaErrorCode::NotLeaderForPartition);
+        let timed_out = KafkaError::OffsetFetch(RDKafkaErrorCode::OperationTimedOut);
+        let missing = KafkaError::MetadataFetch(RDKafkaErrorCode::UnknownTopicOrPartition);
+        assert!(is_transient(&moved) && is_transient(&timed_out));
+        assert!(!is_transient(&missing));
+
+        let mut calls = 0;
+        let answer = settled(Duration::from_secs(1), || {
+            calls += 1;
+            if calls < 3 { Err(moved.clone()) } else { Ok(7) }
+        });
+        assert_eq!((answer, calls), (Ok(7), 3));
+
+        let mut calls = 0;
+        let refused: Result<(), _> = settled(Duration::from_secs(1), || {
+            calls += 1;
+            Err(missing.clone())
+        });
+        assert_eq!(
+            (refused, calls),
+            (Err(missing), 1),
+            "asked once, not retried"
+        );
     }
 
     #[test]
