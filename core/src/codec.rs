@@ -10,7 +10,7 @@
 mod size;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use apache_avro::Schema;
@@ -27,6 +27,7 @@ use serde::de::DeserializeOwned;
 
 use crate::config::RegistryConfig;
 use crate::schema::{Part, SchemaFile, subject};
+use crate::sync::lock;
 
 pub use size::MAX_DEPTH;
 
@@ -547,11 +548,6 @@ fn from_value<T: DeserializeOwned>(id: u32, value: &Value) -> Result<T, CodecErr
         target: std::any::type_name::<T>(),
         detail: e.to_string(),
     })
-}
-
-/// A cache's lock: the maps hold no invariant a panic elsewhere could break.
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Encodes one subject's records; see [`Codec::encoder`].

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -67,6 +67,94 @@ pub enum ClientError {
 /// need nothing: a fetch returns at least one whole batch whatever `max.partition.fetch.bytes`
 /// says (KIP-74), and librdkafka raises `fetch.max.bytes` to `message.max.bytes` by itself.
 pub const BROKER_MESSAGE_MAX_BYTES: usize = 1_048_588;
+
+/// Room a record needs beyond its key, value and headers on the wire: a record batch's header
+/// (61 bytes) and the record's own framing (at most 36), rounded up.
+pub const RECORD_OVERHEAD: usize = 128;
+
+/// librdkafka's `message.max.bytes` and `batch.size` when none is configured.
+const LIBRDKAFKA_DEFAULT_MAX: usize = 1_000_000;
+
+/// The largest record a producer can send to a topic: the producer's `message.max.bytes` and the
+/// topic's `max.message.bytes`, whichever is smaller. A record over it is that record's failure
+/// (the caller's per-record outcome), checked before sending, never a failed delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SendLimit {
+    bytes: usize,
+}
+
+impl SendLimit {
+    /// The limit of a producer built from `kafka` writing to a topic that takes records of
+    /// `topic_max` bytes (`None` when unknown: the producer's limit alone; see
+    /// [`max_message_bytes`]).
+    pub fn new(kafka: &KafkaConfig, topic_max: Option<usize>) -> Self {
+        let producer_max = producer_config(kafka)
+            .ok()
+            .and_then(|c| c.get("message.max.bytes").and_then(|v| v.parse().ok()))
+            .unwrap_or(LIBRDKAFKA_DEFAULT_MAX);
+        Self {
+            bytes: topic_max.map_or(producer_max, |t| t.min(producer_max)),
+        }
+    }
+
+    /// The limit in bytes, framing included.
+    pub fn bytes(self) -> usize {
+        self.bytes
+    }
+
+    /// Whether a record of `size` bytes (key, value and headers) fits, with room for its framing.
+    pub fn fits(self, size: usize) -> bool {
+        size.saturating_add(RECORD_OVERHEAD) <= self.bytes
+    }
+
+    /// Caps the producer's batches at the limit when it is below the configured `batch.size`
+    /// (librdkafka's default when none is), so that records that each fit never fail together
+    /// in a batch the topic refuses as too large.
+    pub fn apply(self, config: &mut ClientConfig) {
+        let configured = config
+            .get("batch.size")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(LIBRDKAFKA_DEFAULT_MAX);
+        let cap = self.bytes.saturating_sub(RECORD_OVERHEAD).max(1);
+        if cap < configured {
+            config.set("batch.size", cap.to_string());
+        }
+    }
+}
+
+/// The `max.message.bytes` of `topic` (the largest record batch its brokers take); `None`,
+/// logged, when it cannot be read: then only the producer's limit is checked.
+pub async fn max_message_bytes(kafka: &KafkaConfig, topic: &str) -> Option<usize> {
+    let read = async {
+        let admin = create_admin(kafka).map_err(|e| e.to_string())?;
+        let options = AdminOptions::new().request_timeout(Some(kafka.connect_timeout));
+        let results = admin
+            .describe_configs(&[ResourceSpecifier::Topic(topic)], &options)
+            .await
+            .map_err(|e| e.to_string())?;
+        let resource = results
+            .into_iter()
+            .next()
+            .ok_or("no answer")?
+            .map_err(|code| code.to_string())?;
+        resource
+            .get("max.message.bytes")
+            .and_then(|entry| entry.value.as_deref())
+            .and_then(|value| value.parse().ok())
+            .ok_or_else(|| "no max.message.bytes".to_owned())
+    };
+    match read.await {
+        Ok(bytes) => Some(bytes),
+        Err(error) => {
+            tracing::warn!(
+                topic,
+                %error,
+                "Cannot read the topic's max.message.bytes; only the producer's limit is checked."
+            );
+            None
+        }
+    }
+}
 
 /// Properties a producer must keep as they are: idempotence and full acknowledgement are what make
 /// retries safe (no duplicates, no loss when a broker fails).
@@ -332,6 +420,38 @@ mod tests {
         assert!(producer_config(&with(&[("acks", "1")])).is_err());
         let err = consumer_config(&with(&[("enable.auto.commit", "true")]), "g").unwrap_err();
         assert!(err.to_string().contains("enable.auto.commit=true"), "{err}");
+    }
+
+    #[test]
+    fn the_send_limit_is_the_smaller_of_producer_and_topic_with_room_for_framing() {
+        let kafka = with(&[("message.max.bytes", "50000")]);
+        let limit = SendLimit::new(&kafka, Some(20_000));
+        assert_eq!(limit.bytes(), 20_000);
+        assert!(limit.fits(20_000 - RECORD_OVERHEAD));
+        assert!(!limit.fits(20_000 - RECORD_OVERHEAD + 1));
+        assert!(!limit.fits(usize::MAX));
+        assert_eq!(SendLimit::new(&kafka, None).bytes(), 50_000);
+        assert_eq!(SendLimit::new(&kafka, Some(90_000)).bytes(), 50_000);
+        // Without an override, the broker's limit the producer is given.
+        assert_eq!(
+            SendLimit::new(&KafkaConfig::default(), None).bytes(),
+            BROKER_MESSAGE_MAX_BYTES
+        );
+    }
+
+    #[test]
+    fn batches_are_capped_at_a_send_limit_below_the_configured_batch_size_only() {
+        let limit = SendLimit::new(&KafkaConfig::default(), Some(20_000));
+        let mut config = ClientConfig::new();
+        limit.apply(&mut config);
+        assert_eq!(config.get("batch.size"), Some("19872"));
+        let mut config = ClientConfig::new();
+        config.set("batch.size", "10000");
+        limit.apply(&mut config);
+        assert_eq!(config.get("batch.size"), Some("10000"));
+        let mut config = ClientConfig::new();
+        SendLimit::new(&KafkaConfig::default(), Some(2_000_000)).apply(&mut config);
+        assert_eq!(config.get("batch.size"), None);
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod record;
 pub mod replicas;
 pub mod schema;
 pub mod shutdown;
+pub mod sync;
 pub mod telemetry;
 #[cfg(feature = "testkit")]
 pub mod testkit;

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use backon::{ExponentialBuilder, Retryable};
 use marketflow_core::Config;
 use marketflow_core::codec::Codec;
+use marketflow_core::kafka::SendLimit;
 use marketflow_core::record::ScraperEvent;
 use rdkafka::producer::FutureProducer;
 use tokio::sync::Semaphore;
@@ -165,19 +166,19 @@ pub struct Crawler {
     pseudonymiser: Pseudonymiser,
     sender: Sender,
     codec: Arc<Codec>,
-    listing_limit: usize,
+    listing_limit: SendLimit,
 }
 
 impl Crawler {
     /// A crawler over `fetcher`'s marketplace, producing with `producer` through `codec`
-    /// listing records of at most `listing_limit` bytes (see [`crate::produce::send_limit`]).
+    /// listing records within `listing_limit`.
     pub fn new(
         config: Config,
         fetcher: Fetcher,
         pseudonymiser: Pseudonymiser,
         producer: FutureProducer,
         codec: Arc<Codec>,
-        listing_limit: usize,
+        listing_limit: SendLimit,
     ) -> Self {
         Self {
             sender: Sender::new(producer, &config.kafka),

@@ -28,7 +28,7 @@ use marketflow_core::Config;
 use marketflow_core::admin::{self, AdminError};
 use marketflow_core::codec::{Codec, CodecError};
 use marketflow_core::config::{RegistryConfig, ScraperConfig};
-use marketflow_core::kafka::{self, ClientError};
+use marketflow_core::kafka::{self, ClientError, SendLimit};
 use tokio_util::sync::CancellationToken;
 
 pub use counts::Counts;
@@ -128,16 +128,11 @@ pub async fn run(
         let linger = scraper.producer_linger.as_millis().to_string();
         properties.insert("linger.ms".to_owned(), linger);
     }
-    let topic_max = produce::max_message_bytes(&config.kafka, &topics.listings).await;
-    let listing_limit = produce::send_limit(&producer_kafka, topic_max);
-    if !properties_has_batch_size(&producer_kafka)
-        && let Some(batch) = produce::batch_size(listing_limit)
-    {
-        producer_kafka
-            .properties
-            .insert("batch.size".to_owned(), batch.to_string());
-    }
-    let producer = kafka::create_producer(&producer_kafka)?;
+    let topic_max = kafka::max_message_bytes(&config.kafka, &topics.listings).await;
+    let listing_limit = SendLimit::new(&producer_kafka, topic_max);
+    let mut producer_config = kafka::producer_config(&producer_kafka)?;
+    listing_limit.apply(&mut producer_config);
+    let producer = producer_config.create().map_err(ClientError::from)?;
     let codec = Arc::new(Codec::new(&config.registry)?);
     let crawler = crawl::Crawler::new(
         config,
@@ -173,14 +168,6 @@ fn validate(scraper: &ScraperConfig) -> Result<(), Error> {
         ));
     }
     Ok(())
-}
-
-/// Whether `[kafka.properties]` sets the producer's batch size itself.
-fn properties_has_batch_size(kafka: &marketflow_core::config::KafkaConfig) -> bool {
-    kafka
-        .properties
-        .keys()
-        .any(|k| matches!(k.replace('_', ".").as_str(), "batch.size"))
 }
 
 /// Asks the registry for its subjects, so that a wrong URL fails at start-up.

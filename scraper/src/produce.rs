@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use marketflow_core::codec::{Codec, CodecError};
 use marketflow_core::config::KafkaConfig;
+use marketflow_core::kafka::SendLimit;
 use marketflow_core::record::Listing;
 use marketflow_core::replicas::{self, Shortage};
 use marketflow_core::schema::{self, Part};
@@ -24,13 +25,6 @@ pub const CRAWL_HEADER: &str = "marketflow-crawl";
 
 /// How long to wait before offering a record again to a full producer queue.
 const QUEUE_FULL_WAIT: Duration = Duration::from_millis(5);
-
-/// Room a record needs beyond its key, value and headers on the wire: a record batch's header
-/// (61 bytes) and the record's own framing (at most 36), rounded up.
-pub const RECORD_OVERHEAD: usize = 128;
-
-/// librdkafka's `message.max.bytes` and `batch.size` when none is configured.
-pub const LIBRDKAFKA_DEFAULT_MAX: usize = 1_000_000;
 
 /// How long a delivery may wait before the topic's replicas are looked at, and how long what
 /// they showed stands (one look serves every delivery waiting meanwhile).
@@ -258,18 +252,17 @@ pub struct ListingProducer {
     codec: Arc<Codec>,
     topic: String,
     crawl_id: String,
-    limit: usize,
+    limit: SendLimit,
 }
 
 impl ListingProducer {
-    /// A producer of `crawl_id`'s listings to `topic`, each at most `limit` bytes on the wire
-    /// (see [`send_limit`]).
+    /// A producer of `crawl_id`'s listings to `topic`, each within `limit` on the wire.
     pub fn new(
         sender: Sender,
         codec: Arc<Codec>,
         topic: &str,
         crawl_id: &str,
-        limit: usize,
+        limit: SendLimit,
     ) -> Self {
         Self {
             sender,
@@ -301,11 +294,11 @@ impl ListingProducer {
             value: Some(self.crawl_id.as_bytes()),
         });
         let size = key.len() + value.len() + CRAWL_HEADER.len() + self.crawl_id.len();
-        if size.saturating_add(RECORD_OVERHEAD) > self.limit {
+        if !self.limit.fits(size) {
             return Err(ProduceError::TooLarge {
                 topic: self.topic.clone(),
                 size,
-                limit: self.limit,
+                limit: self.limit.bytes(),
             });
         }
         let started = Instant::now();
@@ -318,75 +311,13 @@ impl ListingProducer {
     }
 }
 
-/// The largest listing record the producer built from `kafka` can put on a topic taking records
-/// of `topic_max` bytes (`None`: unknown): the smaller of the two, framing included.
-pub fn send_limit(kafka: &KafkaConfig, topic_max: Option<usize>) -> usize {
-    let producer_max = marketflow_core::kafka::producer_config(kafka)
-        .ok()
-        .and_then(|c| c.get("message.max.bytes").and_then(|v| v.parse().ok()))
-        .unwrap_or(LIBRDKAFKA_DEFAULT_MAX);
-    topic_max.map_or(producer_max, |t| t.min(producer_max))
-}
-
-/// The producer's `batch.size` for records of at most `limit` bytes: below librdkafka's default
-/// when the limit is, so that listings that each fit never fail together in a batch the topic
-/// refuses as too large; `None` when the default does.
-pub fn batch_size(limit: usize) -> Option<usize> {
-    let cap = limit.saturating_sub(RECORD_OVERHEAD).max(1);
-    (cap < LIBRDKAFKA_DEFAULT_MAX).then_some(cap)
-}
-
-/// The `max.message.bytes` of `topic` (the largest record batch its brokers take); `None`,
-/// logged, when it cannot be read.
-pub async fn max_message_bytes(kafka: &KafkaConfig, topic: &str) -> Option<usize> {
-    use rdkafka::admin::{AdminOptions, ResourceSpecifier};
-    let read = async {
-        let admin = marketflow_core::kafka::create_admin(kafka).map_err(|e| e.to_string())?;
-        let options = AdminOptions::new().request_timeout(Some(kafka.connect_timeout));
-        let results = admin
-            .describe_configs(&[ResourceSpecifier::Topic(topic)], &options)
-            .await
-            .map_err(|e| e.to_string())?;
-        let resource = results
-            .into_iter()
-            .next()
-            .ok_or("no answer")?
-            .map_err(|code| code.to_string())?;
-        resource
-            .get("max.message.bytes")
-            .and_then(|entry| entry.value.as_deref())
-            .and_then(|value| value.parse().ok())
-            .ok_or_else(|| "no max.message.bytes".to_owned())
-    };
-    match read.await {
-        Ok(bytes) => Some(bytes),
-        Err(error) => {
-            tracing::warn!(
-                topic,
-                %error,
-                "Cannot read the topic's max.message.bytes; only the producer's limit is checked."
-            );
-            None
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use marketflow_core::replicas::PartitionReplicas;
 
     #[test]
-    fn the_limit_is_the_smaller_of_producer_and_topic_and_batches_stay_under_it() {
-        let mut kafka = KafkaConfig::default();
-        kafka
-            .properties
-            .insert("message.max.bytes".into(), "50000".into());
-        assert_eq!(send_limit(&kafka, Some(20_000)), 20_000);
-        assert_eq!(send_limit(&kafka, Some(90_000)), 50_000);
-        assert_eq!(send_limit(&kafka, None), 50_000);
-        assert_eq!(batch_size(20_000), Some(20_000 - RECORD_OVERHEAD));
-        assert_eq!(batch_size(1_048_588), None);
+    fn a_listing_over_the_limit_is_that_listings_failure_not_the_crawls() {
         let error = ProduceError::TooLarge {
             topic: "listings".into(),
             size: 45_000,

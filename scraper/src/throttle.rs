@@ -4,6 +4,7 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
+use marketflow_core::sync::lock;
 use tokio::time::Instant;
 
 /// The longest spacing kept: a slower rate is taken as one request a day. Far below any sane
@@ -48,10 +49,7 @@ impl RateLimiter {
         let slot = {
             // A poisoned lock only means another task panicked mid-update of an Instant: the
             // value is still a valid slot.
-            let mut next = self
-                .next
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut next = lock(&self.next);
             let now = Instant::now();
             let slot = next.map_or(now, |n| n.max(now));
             *next = Some(slot + self.interval);

@@ -5,9 +5,10 @@
 //! written, and the loop stops with it.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use futures::FutureExt;
+use marketflow_core::sync::lock;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -195,10 +196,6 @@ impl Shared {
             *slot = (*slot).max(offset);
         }
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Runs the stage's `task`; should it panic, records the panic's message as the sink's failure

@@ -125,9 +125,7 @@ impl Board {
 
     /// Locks the status for an update (a poisoned lock is taken over: the status is plain data).
     pub(crate) fn lock(&self) -> MutexGuard<'_, Status> {
-        self.0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        marketflow_core::sync::lock(&self.0)
     }
 
     /// A copy of the status.

@@ -11,6 +11,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use marketflow_core::sync::lock;
 use serde::Serialize;
 
 /// Why `POST /replay` is refused: the answer the endpoint gives.
@@ -83,15 +84,12 @@ impl Control {
 
     /// Changes the status.
     pub fn update(&self, change: impl FnOnce(&mut Status)) {
-        change(&mut self.status.lock().unwrap_or_else(|e| e.into_inner()));
+        change(&mut lock(&self.status));
     }
 
     /// The current status.
     pub fn status(&self) -> Status {
-        self.status
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        lock(&self.status).clone()
     }
 }
 

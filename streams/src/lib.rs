@@ -25,13 +25,12 @@ use marketflow_core::Config;
 use marketflow_core::admin::{self, AdminError};
 use marketflow_core::codec::{Codec, CodecError};
 use marketflow_core::config::{KafkaConfig, StreamsGuarantee, StreamsSemantics};
-use marketflow_core::kafka::{self, ClientError};
-use rdkafka::admin::{AdminOptions, ResourceSpecifier};
+use marketflow_core::kafka::{self, ClientError, SendLimit};
 use tokio_util::sync::CancellationToken;
 
 use crate::control::{Control, Status};
 use crate::merge::{MergeError, MergeSetup, Merger};
-use crate::output::{Output, OutputError, SendLimit};
+use crate::output::{Output, OutputError};
 use crate::worker::{Setup, Worker, WorkerError, Writers};
 
 /// What stopped the program.
@@ -110,7 +109,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
     let affordable = &config.topics.listings_affordable;
     let limit = SendLimit::new(
         &config.kafka,
-        max_message_bytes(&config.kafka, affordable).await,
+        kafka::max_message_bytes(&config.kafka, affordable).await,
     );
     tracing::info!(
         topic = %affordable,
@@ -283,40 +282,6 @@ async fn prepare_topics(config: &Config) -> Result<Topics, Error> {
         partials_partitions: i32::try_from(partials.max(1)).unwrap_or(1),
         input_partitions: count,
     })
-}
-
-/// The `max.message.bytes` of `topic` (the largest record batch its brokers take); `None`,
-/// logged, when it cannot be read.
-async fn max_message_bytes(kafka_config: &KafkaConfig, topic: &str) -> Option<usize> {
-    let read = async {
-        let admin = kafka::create_admin(kafka_config).map_err(|e| e.to_string())?;
-        let options = AdminOptions::new().request_timeout(Some(kafka_config.connect_timeout));
-        let results = admin
-            .describe_configs(&[ResourceSpecifier::Topic(topic)], &options)
-            .await
-            .map_err(|e| e.to_string())?;
-        let resource = results
-            .into_iter()
-            .next()
-            .ok_or("no answer")?
-            .map_err(|code| code.to_string())?;
-        resource
-            .get("max.message.bytes")
-            .and_then(|entry| entry.value.as_deref())
-            .and_then(|value| value.parse().ok())
-            .ok_or_else(|| "no max.message.bytes".to_owned())
-    };
-    match read.await {
-        Ok(bytes) => Some(bytes),
-        Err(error) => {
-            tracing::warn!(
-                topic,
-                %error,
-                "Cannot read the topic's max.message.bytes; only the producer's limit is checked."
-            );
-            None
-        }
-    }
 }
 
 /// The partition count of `topic`, `None` when it does not exist.

@@ -18,6 +18,7 @@ use marketflow_core::config::Config;
 use marketflow_core::kafka::{ClientError, consumer_config};
 use marketflow_core::record::ListingSumKey;
 use marketflow_core::schema::{self, Part};
+use marketflow_core::sync::lock;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
@@ -90,7 +91,7 @@ struct Context {
 
 impl Context {
     fn engine(&self) -> MutexGuard<'_, Engine> {
-        self.engine.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.engine)
     }
 }
 
@@ -113,10 +114,11 @@ impl ConsumerContext for Context {
             engine
                 .sums
                 .retain(|key, _| !assigned.contains(&owner_partition(key, partitions)));
-            for partition in &assigned {
-                let _ = assignment.add_partition_offset(&topic, *partition, Offset::Beginning);
-            }
-            if let Err(source) = consumer.assign(&assignment) {
+            let assigned_from_beginning = assigned
+                .iter()
+                .try_for_each(|p| assignment.add_partition_offset(&topic, *p, Offset::Beginning))
+                .and_then(|()| consumer.assign(&assignment));
+            if let Err(source) = assigned_from_beginning {
                 engine.fail(MergeError::Consume { topic, source });
             }
             tracing::info!(partitions = ?assigned, "Sums assigned.");
@@ -127,7 +129,10 @@ impl ConsumerContext for Context {
             }
             engine.sums.clear();
             engine.dirty.clear();
-            let _ = consumer.unassign();
+            // Still reading partitions another instance now owns would emit stale totals.
+            if let Err(source) = consumer.unassign() {
+                engine.fail(MergeError::Consume { topic, source });
+            }
             tracing::info!("Sums revoked.");
         }
         engine.publish();
@@ -274,7 +279,7 @@ impl Merger {
             flushed.and_then(|()| Ok(engine.setup.output.flush()?))
         };
         self.consumer.unsubscribe();
-        let _ = self.consumer.poll(Duration::from_millis(100));
+        crate::worker::serve_revocation(&self.consumer, &topic);
         outcome.and(ended)
     }
 

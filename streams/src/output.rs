@@ -9,7 +9,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use marketflow_core::config::KafkaConfig;
-use marketflow_core::kafka::{ClientError, producer_config};
+use marketflow_core::kafka::{ClientError, SendLimit, producer_config};
+use marketflow_core::sync::lock;
 use rdkafka::ClientContext;
 use rdkafka::consumer::ConsumerGroupMetadata;
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
@@ -18,11 +19,12 @@ use rdkafka::{ClientConfig, TopicPartitionList};
 
 /// How long a flush, or a transaction step, may take before the stage gives up.
 pub const FLUSH_TIMEOUT: Duration = Duration::from_secs(30);
-/// Room a record needs beyond its key and value on the wire: a record batch's header (61
-/// bytes) and the record's own framing (at most 36), rounded up.
-pub const RECORD_OVERHEAD: usize = 128;
-/// librdkafka's `message.max.bytes` and `batch.size` when none is configured.
-const LIBRDKAFKA_DEFAULT_MAX: usize = 1_000_000;
+/// Histogram: seconds from an input record's timestamp to when its change to the state is
+/// durable: under `changelog` its changelog record delivered (its forward is sent just before
+/// it), under `exactly_once` the transaction that holds both committed. Records that change no
+/// state, records read again after a restart and records without a timestamp are not counted.
+pub const END_TO_END_SECONDS: &str = "streams_end_to_end_latency_seconds";
+
 /// How many times a transaction step that librdkafka calls retriable (it timed out, say while
 /// a broker restarts) is tried before the stage gives up.
 const TRANSACTION_ATTEMPTS: u32 = 5;
@@ -35,54 +37,6 @@ const TRANSACTION_ATTEMPTS: u32 = 5;
 /// be alive, from committing anything more.
 pub fn transactional_id(group_id: &str, partition: i32) -> String {
     format!("{group_id}-partition-{partition}")
-}
-
-/// The largest record the stage can send onward: the producer's `message.max.bytes` and the
-/// affordable topic's `max.message.bytes`, whichever is smaller. A record over it is a
-/// per-record outcome (dropped as `unsendable`), never a failed delivery that stops the stage.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SendLimit {
-    bytes: usize,
-}
-
-impl SendLimit {
-    /// The limit of a producer built from `kafka` writing to a topic that takes records of
-    /// `topic_max` bytes (`None` when unknown: the producer's limit alone).
-    pub fn new(kafka: &KafkaConfig, topic_max: Option<usize>) -> Self {
-        let producer_max = producer_config(kafka)
-            .ok()
-            .and_then(|c| c.get("message.max.bytes").and_then(|v| v.parse().ok()))
-            .unwrap_or(LIBRDKAFKA_DEFAULT_MAX);
-        Self {
-            bytes: topic_max.map_or(producer_max, |t| t.min(producer_max)),
-        }
-    }
-
-    /// The limit in bytes, framing included.
-    pub fn bytes(self) -> usize {
-        self.bytes
-    }
-
-    /// Whether a record of `key` and `value` fits, with room for its framing.
-    pub fn fits(self, key: &[u8], value: &[u8]) -> bool {
-        key.len()
-            .saturating_add(value.len())
-            .saturating_add(RECORD_OVERHEAD)
-            <= self.bytes
-    }
-
-    /// Caps the producer's batches at the limit when it is below librdkafka's default, so that
-    /// records that each fit never fail together in a batch the topic refuses as too large.
-    fn apply(self, config: &mut ClientConfig) {
-        let configured = config
-            .get("batch.size")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(LIBRDKAFKA_DEFAULT_MAX);
-        let cap = self.bytes.saturating_sub(RECORD_OVERHEAD).max(1);
-        if cap < configured {
-            config.set("batch.size", cap.to_string());
-        }
-    }
 }
 
 /// What failed writing to Kafka.
@@ -179,9 +133,17 @@ pub struct Deliveries {
 impl ClientContext for Deliveries {}
 
 impl ProducerContext for Deliveries {
-    type DeliveryOpaque = ();
+    /// The input timestamp whose effect the record makes durable (see [`Output::send_effect`]),
+    /// 0 for none.
+    type DeliveryOpaque = usize;
 
-    fn delivery(&self, result: &DeliveryResult<'_>, _: Self::DeliveryOpaque) {
+    fn delivery(&self, result: &DeliveryResult<'_>, since: Self::DeliveryOpaque) {
+        if result.is_ok()
+            && let Ok(since) = i64::try_from(since)
+            && let Some(seconds) = end_to_end_seconds(since, epoch_millis())
+        {
+            metrics::histogram!(END_TO_END_SECONDS).record(seconds);
+        }
         if let Err((error, message)) = result {
             use rdkafka::message::Message;
             // Purged by an abort, or by dropping the producer after a failure: on purpose.
@@ -191,7 +153,7 @@ impl ProducerContext for Deliveries {
             ) {
                 return;
             }
-            let mut failed = self.failed.lock().unwrap_or_else(|e| e.into_inner());
+            let mut failed = lock(&self.failed);
             if failed.is_none() {
                 tracing::error!(topic = message.topic(), %error, "Record not delivered.");
                 *failed = Some(OutputError::Delivery {
@@ -292,9 +254,44 @@ impl Output {
         key: &[u8],
         value: &[u8],
     ) -> Result<(), OutputError> {
+        self.send_with(topic, partition, key, value, 0)
+    }
+
+    /// As [`Output::send`], for the record that makes durable the effect of an input record of
+    /// timestamp `since` (epoch milliseconds): its delivery is measured in
+    /// [`END_TO_END_SECONDS`]. Only for a producer that is not transactional, where delivered
+    /// is durable.
+    ///
+    /// # Errors
+    /// As [`Output::send`].
+    pub fn send_effect(
+        &self,
+        topic: &str,
+        partition: Option<i32>,
+        key: &[u8],
+        value: &[u8],
+        since: i64,
+    ) -> Result<(), OutputError> {
+        let since = match &self.transactional_id {
+            None => usize::try_from(since).unwrap_or(0),
+            Some(_) => 0,
+        };
+        self.send_with(topic, partition, key, value, since)
+    }
+
+    fn send_with(
+        &self,
+        topic: &str,
+        partition: Option<i32>,
+        key: &[u8],
+        value: &[u8],
+        since: usize,
+    ) -> Result<(), OutputError> {
         self.check()?;
         self.begin()?;
-        let mut record = BaseRecord::to(topic).key(key).payload(value);
+        let mut record = BaseRecord::with_opaque_to(topic, since)
+            .key(key)
+            .payload(value);
         if let Some(partition) = partition {
             record = record.partition(partition);
         }
@@ -322,12 +319,7 @@ impl Output {
     /// [`OutputError::Delivery`], or [`OutputError::Fenced`] when the delivery failed because
     /// another producer took the transactional id over.
     pub fn check(&self) -> Result<(), OutputError> {
-        let mut failed = self
-            .producer
-            .context()
-            .failed
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut failed = lock(&self.producer.context().failed);
         match failed.take() {
             None => Ok(()),
             Some(error) => Err(self.fenced(None).unwrap_or(error)),
@@ -396,7 +388,15 @@ impl Output {
         .and_then(|()| retrying(|| self.producer.commit_transaction(FLUSH_TIMEOUT)));
         if let Err(source) = committed {
             let error = self.error("(transaction)", source);
-            let _ = self.abort();
+            // The commit's error is what stops the stage; a failed abort is only told.
+            if let Err(abort) = self.abort() {
+                tracing::warn!(
+                    transactional_id = self.transactional_id.as_deref().unwrap_or_default(),
+                    %error,
+                    %abort,
+                    "The transaction could not be aborted after its commit failed."
+                );
+            }
             return Err(error);
         }
         self.open.store(false, Ordering::Relaxed);
@@ -457,6 +457,23 @@ impl Output {
     }
 }
 
+/// Now, in epoch milliseconds (the clock record timestamps are on).
+pub fn epoch_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Seconds from an input record's timestamp `since` to `durable`, both in epoch milliseconds;
+/// `None` without a timestamp (0 or negative); 0 for a timestamp ahead of our clock.
+pub fn end_to_end_seconds(since: i64, durable: i64) -> Option<f64> {
+    (since > 0).then(|| {
+        #[allow(clippy::cast_precision_loss)] // exact below 2^53 ms, some 285,000 years
+        let seconds = durable.saturating_sub(since).max(0) as f64 / 1000.0;
+        seconds
+    })
+}
+
 /// Runs the transaction step `step`, again while it fails with an error librdkafka calls
 /// retriable (a flush that timed out included), at most [`TRANSACTION_ATTEMPTS`] times.
 fn retrying(step: impl Fn() -> KafkaResult<()>) -> KafkaResult<()> {
@@ -514,25 +531,12 @@ mod tests {
     }
 
     #[test]
-    fn the_send_limit_is_the_smaller_of_producer_and_topic_with_room_for_framing() {
-        let mut kafka = KafkaConfig::default();
-        kafka
-            .properties
-            .insert("message.max.bytes".into(), "50000".into());
-        let limit = SendLimit::new(&kafka, Some(20_000));
-        assert_eq!(limit.bytes(), 20_000);
-        assert!(limit.fits(&[0; 10], &vec![0; 20_000 - 10 - RECORD_OVERHEAD]));
-        assert!(!limit.fits(&[0; 10], &vec![0; 20_000 - 10 - RECORD_OVERHEAD + 1]));
-        assert_eq!(SendLimit::new(&kafka, None).bytes(), 50_000);
-        assert_eq!(SendLimit::new(&kafka, Some(90_000)).bytes(), 50_000);
-
-        // Batches are capped at a limit below librdkafka's default, and only then.
-        let mut config = ClientConfig::new();
-        limit.apply(&mut config);
-        assert_eq!(config.get("batch.size"), Some("19872"));
-        let mut config = ClientConfig::new();
-        SendLimit::new(&KafkaConfig::default(), Some(2_000_000)).apply(&mut config);
-        assert_eq!(config.get("batch.size"), None);
+    fn latency_runs_from_the_input_timestamp_and_records_without_one_are_left_out() {
+        assert_eq!(end_to_end_seconds(4_750, 5_000), Some(0.25));
+        assert_eq!(end_to_end_seconds(6_000, 5_000), Some(0.0));
+        assert_eq!(end_to_end_seconds(0, 5_000), None);
+        assert_eq!(end_to_end_seconds(-1, 5_000), None);
+        assert_eq!(end_to_end_seconds(1, 3_600_001), Some(3_600.0));
     }
 
     #[test]

@@ -21,11 +21,12 @@ use std::time::{Duration, Instant};
 
 use marketflow_core::codec::{Codec, CodecError, schema_id};
 use marketflow_core::config::Config;
-use marketflow_core::kafka::{ClientError, consumer_config};
+use marketflow_core::kafka::{ClientError, SendLimit, consumer_config};
 use marketflow_core::record::{Listing, ListingKey, ListingSumKey};
 use marketflow_core::schema::{self, Part};
+use marketflow_core::sync::lock;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
@@ -40,7 +41,9 @@ use crate::changelog::{
 use crate::control::{Control, PartitionStatus};
 use crate::filter::{DropReason, Verdict};
 use crate::input::{Fields, InputDecoder};
-use crate::output::{Output, OutputError, SendLimit, transactional_id};
+use crate::output::{
+    END_TO_END_SECONDS, Output, OutputError, end_to_end_seconds, epoch_millis, transactional_id,
+};
 use crate::routing::Partitioner;
 use crate::state::{Restorer, StateError};
 
@@ -184,6 +187,10 @@ struct Owned {
     processed: Option<i64>,
     /// Under `exactly_once`, the last processed offset committed with a transaction.
     committed: Option<i64>,
+    /// Under `exactly_once`, the timestamps of the input records whose state changes the open
+    /// transaction holds: measured in [`END_TO_END_SECONDS`] when it commits (one commit
+    /// interval's worth at most).
+    uncommitted: Vec<i64>,
     /// The producer its records go through (shared with the other partitions under
     /// `changelog`, its own under `exactly_once`).
     writer: Arc<Output>,
@@ -215,13 +222,26 @@ struct Context {
 
 impl Context {
     fn engine(&self) -> MutexGuard<'_, Engine> {
-        self.engine.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.engine)
     }
 }
 
 impl ClientContext for Context {}
 
 impl ConsumerContext for Context {
+    /// The outcome of an asynchronous offset commit (only made under `changelog`).
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+        let failed = match result {
+            Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {
+                offsets.elements().iter().find_map(|e| e.error().err())
+            }
+            Err(error) => Some(error),
+        };
+        if let Some(error) = failed {
+            offsets_not_committed(&error, offsets);
+        }
+    }
+
     fn rebalance(
         &self,
         consumer: &BaseConsumer<Self>,
@@ -238,8 +258,11 @@ impl ConsumerContext for Context {
                     let topic = engine.setup.config.topics.listings.clone();
                     engine.fail(WorkerError::Consume { topic, source });
                 }
-                if engine.paused {
-                    let _ = consumer.pause(&assignment);
+                if engine.paused
+                    && let Err(source) = consumer.pause(&assignment)
+                {
+                    let topic = engine.setup.config.topics.listings.clone();
+                    engine.fail(WorkerError::Consume { topic, source });
                 }
             }
             _ => {
@@ -274,7 +297,12 @@ impl ConsumerContext for Context {
                 }
                 engine.parts.clear();
                 engine.publish();
-                let _ = consumer.unassign();
+                // Still reading partitions another instance now owns would process their
+                // records without their state.
+                if let Err(source) = consumer.unassign() {
+                    let topic = engine.setup.config.topics.listings.clone();
+                    engine.fail(WorkerError::Consume { topic, source });
+                }
                 tracing::info!("Partitions revoked.");
             }
         }
@@ -383,6 +411,7 @@ impl Engine {
                     lag: None,
                     processed: None,
                     committed: None,
+                    uncommitted: Vec::new(),
                     writer,
                 },
             );
@@ -544,7 +573,12 @@ impl Engine {
             declare(&writer, changelog, &self.scoping, partition, &declared)?;
             let key = change_key(self.scoping.semantics, &change);
             let value = encode_change(&self.scoping, &change);
-            writer.send(changelog, Some(partition), &key, &value)?;
+            // Its delivery makes the change durable under `changelog`; under `exactly_once`
+            // the commit does.
+            writer.send_effect(changelog, Some(partition), &key, &value, timestamp)?;
+            if matches!(self.setup.writers, Writers::PerPartition) && timestamp > 0 {
+                part.uncommitted.push(timestamp);
+            }
             part.dirty.extend(touched);
         }
         self.processed(partition, offset);
@@ -687,13 +721,14 @@ impl Engine {
                 value: Cow::Owned(value),
             }
         };
-        if self.setup.limit.fits(&onward.key, &onward.value) {
+        let size = onward.key.len().saturating_add(onward.value.len());
+        if self.setup.limit.fits(size) {
             return Ok(Some(onward));
         }
         tracing::warn!(
             topic = %topic,
             product_id,
-            bytes = onward.key.len() + onward.value.len(),
+            bytes = size,
             limit = self.setup.limit.bytes(),
             "Listing dropped as unsendable: over the size limit of the producer or the topic."
         );
@@ -772,6 +807,13 @@ impl Engine {
             {
                 part.writer.commit(&own, group)?;
                 part.committed = part.processed;
+                let durable = epoch_millis();
+                let latency = metrics::histogram!(END_TO_END_SECONDS);
+                for since in part.uncommitted.drain(..) {
+                    if let Some(seconds) = end_to_end_seconds(since, durable) {
+                        latency.record(seconds);
+                    }
+                }
             }
         }
         if let Some(shared) = self.shared().cloned() {
@@ -783,8 +825,11 @@ impl Engine {
                 self.last_offsets_commit = Instant::now();
                 shared.flush()?;
                 // Asynchronous is enough: a commit lost to a crash only means reading again, and
-                // forwarding again, what the state already reflects.
-                let _ = consumer.commit(&offsets, CommitMode::Async);
+                // forwarding again, what the state already reflects. Its outcome arrives in
+                // `Context::commit_callback`; a refusal to even start it is counted here alike.
+                if let Err(error) = consumer.commit(&offsets, CommitMode::Async) {
+                    offsets_not_committed(&error, &offsets);
+                }
             }
             shared.check()?;
         }
@@ -907,6 +952,33 @@ fn declare(
     Ok(())
 }
 
+/// Logs and counts input offsets whose commit failed (under `changelog`): nothing is lost, but
+/// a crash now reads again, and forwards again, more than it would have, until a later commit
+/// carries the offsets.
+fn offsets_not_committed(error: &KafkaError, offsets: &TopicPartitionList) {
+    let partitions: Vec<(i32, Offset)> = offsets
+        .elements()
+        .iter()
+        .map(|e| (e.partition(), e.offset()))
+        .collect();
+    tracing::warn!(
+        %error,
+        ?partitions,
+        "Committing input offsets failed; the next commit carries them."
+    );
+    metrics::counter!("streams_offset_commit_failures_total").increment(1);
+}
+
+/// Polls once after unsubscribing, so that the revocation is served. A record polled now is not
+/// processed, and its offset not committed: whoever owns its partition next reads it.
+pub(crate) fn serve_revocation<C: ConsumerContext>(consumer: &BaseConsumer<C>, topic: &str) {
+    if let Some(Err(error)) = consumer.poll(Duration::from_millis(100))
+        && !matches!(error, KafkaError::PartitionEOF(_))
+    {
+        tracing::warn!(%topic, %error, "Consumer error while leaving the group; ignored.");
+    }
+}
+
 /// The aggregation stage.
 pub struct Worker {
     consumer: BaseConsumer<Context>,
@@ -1018,7 +1090,7 @@ impl Worker {
             flushed
         };
         self.consumer.unsubscribe();
-        let _ = self.consumer.poll(Duration::from_millis(100));
+        serve_revocation(&self.consumer, &topic);
         outcome.and(ended)
     }
 

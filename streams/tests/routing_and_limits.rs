@@ -7,14 +7,16 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use marketflow_core::record::ListingSumKey;
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, AlterConfig, ResourceSpecifier};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use support::{Op, Pipeline, Rng, expected_distinct, free_port, listing, terminate, workload};
+use support::{
+    Op, Pipeline, Rng, await_metric, expected_distinct, free_port, listing, terminate, workload,
+};
 
 /// Kills the `streams` child when the test ends, failed or not.
 struct Running(std::process::Child);
@@ -25,42 +27,6 @@ impl Drop for Running {
             let _ = self.0.kill();
             let _ = self.0.wait();
         }
-    }
-}
-
-/// The value of the metric line starting with `series` on the admin port `port`, if shown.
-async fn metric(port: u16, series: &str) -> Option<f64> {
-    let text = reqwest::Client::new()
-        .get(format!("http://127.0.0.1:{port}/metrics"))
-        .timeout(Duration::from_secs(2))
-        .send()
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
-    text.lines()
-        .find(|line| line.starts_with(series))
-        .and_then(|line| line.rsplit(' ').next())
-        .and_then(|value| value.parse().ok())
-}
-
-/// Waits until the metric `series` on `port` is at least `at_least`, returning it; panics after
-/// a minute.
-async fn await_metric(port: u16, series: &str, at_least: f64) -> f64 {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(value) = metric(port, series).await
-            && value >= at_least
-        {
-            return value;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{series} did not reach {at_least} within a minute (now {:?})",
-            metric(port, series).await
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 

@@ -649,6 +649,42 @@ pub async fn await_records_in(port: u16, n: u64, within: Duration) -> bool {
     false
 }
 
+/// The value of the metric line starting with `series` on the admin port `port`, if shown.
+pub async fn metric(port: u16, series: &str) -> Option<f64> {
+    let text = reqwest::Client::new()
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find(|line| line.starts_with(series))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|value| value.parse().ok())
+}
+
+/// Waits until the metric `series` on `port` is at least `at_least`, returning it; panics after
+/// a minute.
+pub async fn await_metric(port: u16, series: &str, at_least: f64) -> f64 {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(value) = metric(port, series).await
+            && value >= at_least
+        {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{series} did not reach {at_least} within a minute (now {:?})",
+            metric(port, series).await
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Produces `ops` in `chunks` pieces, `pause` apart, in the background.
 pub fn produce_slowly(
     pipeline: std::sync::Arc<Pipeline>,
