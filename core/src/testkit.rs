@@ -52,6 +52,20 @@ impl Cluster {
             .unwrap_or_else(|e| panic!("cannot create topic {name}: {e}"));
         name
     }
+
+    /// Sets one configuration entry of `topic` (e.g. `max.message.bytes`), and panics when the
+    /// brokers refuse it.
+    pub async fn set_topic_config(&self, topic: &str, key: &str, value: &str) {
+        use rdkafka::admin::{AdminOptions, AlterConfig, ResourceSpecifier};
+        let admin = kafka::create_admin(&self.config.kafka)
+            .unwrap_or_else(|e| panic!("cannot create an admin client: {e}"));
+        let alter = AlterConfig::new(ResourceSpecifier::Topic(topic)).set(key, value);
+        let altered = admin
+            .alter_configs(&[alter], &AdminOptions::new())
+            .await
+            .unwrap_or_else(|e| panic!("cannot set {key} of {topic}: {e}"));
+        assert!(altered.iter().all(Result::is_ok), "{altered:?}");
+    }
 }
 
 /// A MySQL database of one test's own on the local cluster's MariaDB.

@@ -12,9 +12,6 @@ use axum::routing::get;
 use clap::Parser;
 use marketflow_market::generate::Generator;
 use marketflow_market::{MarketConfig, page};
-use rdkafka::ClientConfig;
-use rdkafka::admin::{AdminClient, AdminOptions, AlterConfig, ResourceSpecifier};
-use rdkafka::client::DefaultClientContext;
 use support::{FIRST_ID, Market, Topics};
 
 #[tokio::test]
@@ -23,17 +20,9 @@ async fn a_listing_over_the_topic_limit_fails_its_id_and_the_crawl_goes_on() {
     let cluster = marketflow_core::testkit::Cluster::require().await;
     let topics = Topics::new(&cluster).await;
     // The listings topic takes records of 20,000 bytes at most; a listing is about 2,000.
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", &cluster.config.kafka.bootstrap_servers)
-        .create()
-        .unwrap();
-    let alter = AlterConfig::new(ResourceSpecifier::Topic(&topics.listings))
-        .set("max.message.bytes", "20000");
-    let altered = admin
-        .alter_configs(&[alter], &AdminOptions::new())
-        .await
-        .unwrap();
-    assert!(altered.iter().all(Result::is_ok), "{altered:?}");
+    cluster
+        .set_topic_config(&topics.listings, "max.message.bytes", "20000")
+        .await;
 
     // A market of plain listings, one of whose pages carries a 45,000-byte description.
     let config = MarketConfig::parse_from([

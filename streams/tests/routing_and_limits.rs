@@ -11,8 +11,6 @@ use std::time::Duration;
 
 use marketflow_core::record::ListingSumKey;
 use rdkafka::ClientConfig;
-use rdkafka::admin::{AdminClient, AdminOptions, AlterConfig, ResourceSpecifier};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use support::{
     Op, Pipeline, Rng, await_metric, expected_distinct, free_port, listing, terminate, workload,
@@ -117,20 +115,10 @@ async fn a_product_in_two_partitions_is_counted_in_each_and_reported_as_misroute
 async fn a_listing_too_large_for_the_affordable_topic_is_dropped_as_unsendable() {
     let pipeline = Pipeline::new("streams-unsendable").await;
     // The affordable topic takes smaller records than the input topic does.
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set(
-            "bootstrap.servers",
-            &pipeline.cluster.config.kafka.bootstrap_servers,
-        )
-        .create()
-        .unwrap();
-    let alter = AlterConfig::new(ResourceSpecifier::Topic(&pipeline.affordable))
-        .set("max.message.bytes", "20000");
-    let altered = admin
-        .alter_configs(&[alter], &AdminOptions::new())
-        .await
-        .unwrap();
-    assert!(altered.iter().all(Result::is_ok), "{altered:?}");
+    pipeline
+        .cluster
+        .set_topic_config(&pipeline.affordable, "max.message.bytes", "20000")
+        .await;
 
     let ops = workload(2_000, 11);
     let mut rng = Rng::new(5);
