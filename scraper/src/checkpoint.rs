@@ -98,6 +98,24 @@ pub struct Checkpoint {
 }
 
 /// Tracks which ids are done as they complete out of order, and where their listings are.
+///
+/// # Why `scan_from` finds every listing of an id at or above `next`
+///
+/// An id's listing is *settled* here (passed to [`Progress::complete`]) some time after the
+/// brokers acknowledged it, and settling does not follow the order of the offsets: the page
+/// tasks of one partition's batch are acknowledged in offset order but finish, and are joined,
+/// in any order. So "just past the highest offset acknowledged" is no bound for a listing that
+/// is acknowledged but not settled yet: on `kill -9` it sits below that offset, a checkpoint
+/// written then says to scan past it, and the restart produces its id again. The bounds used
+/// instead, per partition:
+/// * a listing settled with an id `>= next` is at the offset it was delivered to;
+/// * a listing not produced yet when [`Progress::start`] noted its id lands after every listing
+///   acknowledged by then (a partition's log only grows), so past the bound taken then: the
+///   highest offset settled plus one, else the floor;
+/// * a listing of an id not started yet lands past the same bound taken now.
+///
+/// An id started and never settled (its task aborted, or failed) keeps its bound: its record
+/// may still be in flight.
 #[derive(Debug, Clone)]
 pub struct Progress {
     next: i64,
@@ -105,6 +123,8 @@ pub struct Progress {
     delivered_above: BTreeMap<i64, Delivered>,
     acked_max: BTreeMap<i32, i64>,
     floor: BTreeMap<i32, i64>,
+    /// Ids started and not settled, each with [`Progress::past_acked`] as it was at its start.
+    in_flight: BTreeMap<i64, BTreeMap<i32, i64>>,
 }
 
 impl Progress {
@@ -117,6 +137,7 @@ impl Progress {
             delivered_above: BTreeMap::new(),
             acked_max: BTreeMap::new(),
             floor,
+            in_flight: BTreeMap::new(),
         }
     }
 
@@ -130,8 +151,16 @@ impl Progress {
         id < self.next || self.done_above.contains(&id)
     }
 
+    /// Notes that `id` is about to be visited, before anything of it is produced: until it is
+    /// [completed](Progress::complete), checkpoints keep the offsets its listing may land at
+    /// in their `scan_from`.
+    pub fn start(&mut self, id: i64) {
+        self.in_flight.insert(id, self.past_acked());
+    }
+
     /// Marks `id` done, with where its listing landed if it produced one.
     pub fn complete(&mut self, id: i64, delivered: Option<Delivered>) {
+        self.in_flight.remove(&id);
         if let Some(d) = delivered {
             let max = self.acked_max.entry(d.partition).or_insert(d.offset);
             *max = (*max).max(d.offset);
@@ -149,17 +178,33 @@ impl Progress {
         }
     }
 
-    /// Per partition, where the listings of done ids `>= next` start: the lowest offset among
-    /// them, else just past the highest offset acknowledged (anything later comes after it),
-    /// else the floor.
+    /// Per partition, where the listings of ids `>= next` start (see [`Progress`]): the lowest
+    /// of the offsets of those settled, the bounds of the ids in flight, and the bound now. A
+    /// partition left out is read from its beginning.
     pub fn scan_from(&self) -> BTreeMap<i32, i64> {
-        let mut out = self.floor.clone();
-        for (partition, max) in &self.acked_max {
-            out.insert(*partition, max + 1);
-        }
+        let mut out = self.past_acked();
         for d in self.delivered_above.values() {
             let slot = out.entry(d.partition).or_insert(d.offset);
             *slot = (*slot).min(d.offset);
+        }
+        for bound in self.in_flight.values() {
+            // A partition without a bound when the id started: its listing may be anywhere.
+            out.retain(|partition, _| bound.contains_key(partition));
+            for (partition, offset) in bound {
+                if let Some(slot) = out.get_mut(partition) {
+                    *slot = (*slot).min(*offset);
+                }
+            }
+        }
+        out
+    }
+
+    /// Per partition, an offset every listing not produced yet will land at or past: just past
+    /// the highest offset settled, else the floor.
+    fn past_acked(&self) -> BTreeMap<i32, i64> {
+        let mut out = self.floor.clone();
+        for (partition, max) in &self.acked_max {
+            out.insert(*partition, max + 1);
         }
         out
     }
@@ -574,6 +619,171 @@ mod tests {
         p.complete(3, at(0, 9));
         assert_eq!(p.next(), 5);
         assert_eq!(p.scan_from(), BTreeMap::from([(0, 10)]));
+    }
+
+    #[test]
+    fn a_listing_acknowledged_but_not_settled_stays_findable() {
+        // 11 and 12 land on partition 0 in one batch, 12 at 101 after 11 at 100, but the task
+        // of 12 is joined first; 10 is still being fetched.
+        let mut p = Progress::new(10, BTreeMap::from([(0, 100), (1, 50)]));
+        for id in 10..=12 {
+            p.start(id);
+        }
+        p.complete(12, at(0, 101));
+        assert_eq!(
+            p.scan_from(),
+            BTreeMap::from([(0, 100), (1, 50)]),
+            "a checkpoint now must lead a restart to 11's listing at 100"
+        );
+        // Now 11 is joined before 12 and next passes both: 12's listing (at 100, before 11's)
+        // is still unsettled.
+        let mut p = Progress::new(10, BTreeMap::from([(0, 100)]));
+        for id in 10..=12 {
+            p.start(id);
+        }
+        p.complete(10, None);
+        p.complete(11, at(0, 101));
+        assert_eq!(p.next(), 12);
+        assert_eq!(p.scan_from(), BTreeMap::from([(0, 100)]));
+        p.complete(12, at(0, 100));
+        assert_eq!(p.scan_from(), BTreeMap::from([(0, 102)]));
+    }
+
+    #[test]
+    fn an_id_started_and_never_settled_keeps_its_bound() {
+        let mut p = Progress::new(0, BTreeMap::from([(0, 10)]));
+        p.start(0);
+        p.complete(0, at(0, 10));
+        p.start(1); // aborted at the grace period: its record may still land at 11 or later
+        p.start(2);
+        p.complete(2, at(0, 12));
+        assert_eq!(p.scan_from(), BTreeMap::from([(0, 11)]));
+        // An id started before any partition was known may be anywhere.
+        let mut p = Progress::new(0, BTreeMap::new());
+        p.start(0);
+        p.start(1);
+        p.complete(1, at(0, 3));
+        assert_eq!(p.scan_from(), BTreeMap::new());
+    }
+
+    /// A crawl against a model of the brokers: ids start in order, their listings are produced
+    /// in any order (each partition's offsets in the order they are produced), and each id is
+    /// settled in any order once its listing is acknowledged. Whenever a checkpoint could be
+    /// written, every listing of an id at or above its `next` is at or past its `scan_from`.
+    mod model {
+        use super::*;
+        use proptest::prelude::*;
+
+        const PARTITIONS: i32 = 3;
+        const FLOOR: i64 = 100;
+
+        struct World {
+            /// Per id, the partition of its listing (none: the id produces nothing).
+            outcomes: Vec<Option<i32>>,
+            progress: Progress,
+            started: usize,
+            /// Started ids whose listing is not produced yet.
+            unsent: Vec<i64>,
+            /// Ids that may be settled, with where their listing landed.
+            unsettled: Vec<(i64, Option<Delivered>)>,
+            /// The listings topic: each listing's id and place.
+            topic: Vec<(i64, Delivered)>,
+            ends: BTreeMap<i32, i64>,
+        }
+
+        impl World {
+            fn start(&mut self) -> bool {
+                let Some(outcome) = self.outcomes.get(self.started).copied() else {
+                    return false;
+                };
+                let id = i64::try_from(self.started).unwrap();
+                self.progress.start(id);
+                match outcome {
+                    Some(_) => self.unsent.push(id),
+                    None => self.unsettled.push((id, None)),
+                }
+                self.started += 1;
+                true
+            }
+
+            fn produce(&mut self, pick: usize) -> bool {
+                if self.unsent.is_empty() {
+                    return false;
+                }
+                let id = self.unsent.swap_remove(pick % self.unsent.len());
+                let partition = self.outcomes[usize::try_from(id).unwrap()].unwrap();
+                let end = self.ends.get_mut(&partition).unwrap();
+                let delivered = Delivered {
+                    partition,
+                    offset: *end,
+                };
+                *end += 1;
+                self.topic.push((id, delivered));
+                self.unsettled.push((id, Some(delivered)));
+                true
+            }
+
+            fn settle(&mut self, pick: usize) -> bool {
+                if self.unsettled.is_empty() {
+                    return false;
+                }
+                let (id, delivered) = self.unsettled.swap_remove(pick % self.unsettled.len());
+                self.progress.complete(id, delivered);
+                true
+            }
+
+            /// Whether a restart from a checkpoint written now finds every listing it must.
+            fn check(&self) -> Result<(), TestCaseError> {
+                let (next, scan_from) = (self.progress.next(), self.progress.scan_from());
+                for (id, d) in self.topic.iter().filter(|(id, _)| *id >= next) {
+                    let from = scan_from.get(&d.partition).copied().unwrap_or(0);
+                    prop_assert!(
+                        from <= d.offset,
+                        "the listing of {} at {:?} is below scan_from {:?} (next {})",
+                        id,
+                        d,
+                        scan_from,
+                        next
+                    );
+                }
+                Ok(())
+            }
+        }
+
+        proptest! {
+            #[test]
+            fn every_listing_above_next_is_at_or_past_scan_from(
+                outcomes in prop::collection::vec(prop::option::of(0..PARTITIONS), 1..40),
+                steps in prop::collection::vec((0u8..3, any::<usize>()), 1..300),
+            ) {
+                let ends: BTreeMap<i32, i64> = (0..PARTITIONS).map(|p| (p, FLOOR)).collect();
+                let mut world = World {
+                    outcomes,
+                    progress: Progress::new(0, ends.clone()),
+                    started: 0,
+                    unsent: Vec::new(),
+                    unsettled: Vec::new(),
+                    topic: Vec::new(),
+                    ends,
+                };
+                for (action, pick) in steps {
+                    let acted = match action {
+                        0 => world.start(),
+                        1 => world.produce(pick),
+                        _ => world.settle(pick),
+                    };
+                    if acted {
+                        world.check()?;
+                    }
+                }
+                // Then the rest of the crawl, in order.
+                while world.start() || world.produce(0) || world.settle(0) {
+                    world.check()?;
+                }
+                prop_assert_eq!(world.progress.next(), i64::try_from(world.outcomes.len()).unwrap());
+                prop_assert_eq!(world.progress.scan_from(), world.ends.clone());
+            }
+        }
     }
 
     #[test]

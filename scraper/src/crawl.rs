@@ -549,6 +549,9 @@ impl Run<'_> {
             if failure.is_some() {
                 break;
             }
+            // Before the task can produce: its listing may be acknowledged long before it is
+            // settled, and the checkpoints written meanwhile must still lead to it.
+            self.progress.start(id);
             let ctx = Arc::clone(self.ctx);
             tasks.spawn(async move {
                 let visit = visit(&ctx, id).await;
