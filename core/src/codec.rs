@@ -29,7 +29,7 @@ use crate::config::RegistryConfig;
 use crate::schema::{Part, SchemaFile, subject};
 use crate::sync::lock;
 
-pub use size::MAX_DEPTH;
+pub use size::{MAX_DEPTH, Scalar};
 
 /// Bytes before the Avro body: the magic byte and the schema id.
 pub const HEADER_LEN: usize = 5;
@@ -503,22 +503,45 @@ impl WriterSchema {
     /// [`CodecError::TooLarge`] over the cap or [`MAX_DEPTH`] levels of nesting,
     /// [`CodecError::MalformedBody`] when the body does not decode.
     pub fn check_size(&self, body: &[u8], max_decoded_bytes: usize) -> Result<usize, CodecError> {
+        size::decoded_size(&self.schema, &self.names, body, max_decoded_bytes)
+            .map_err(|refusal| self.refused(refusal, max_decoded_bytes))
+    }
+
+    /// Reads the top-level fields named in `wanted` from the Avro `body` (the payload after
+    /// [`HEADER_LEN`]) without decoding the rest, having checked it as
+    /// [`WriterSchema::check_size`] does, in the same pass: their values in `wanted`'s order,
+    /// `None` for a field the schema does not have; `Ok(None)` when the schema is not a record.
+    /// What the hot path of a stage that needs three fields of a listing uses instead of
+    /// [`WriterSchema::decode`].
+    ///
+    /// # Errors
+    /// As [`WriterSchema::check_size`] (a string that is not UTF-8 included, as apache-avro
+    /// refuses one).
+    pub fn project<'b>(
+        &self,
+        body: &'b [u8],
+        max_decoded_bytes: usize,
+        wanted: &[&str],
+    ) -> Result<Option<Vec<Option<Scalar<'b>>>>, CodecError> {
+        size::project(&self.schema, &self.names, body, max_decoded_bytes, wanted)
+            .map_err(|refusal| self.refused(refusal, max_decoded_bytes))
+    }
+
+    fn refused(&self, refusal: size::Refusal, max_decoded_bytes: usize) -> CodecError {
         let id = self.id;
-        size::decoded_size(&self.schema, &self.names, body, max_decoded_bytes).map_err(|refusal| {
-            match refusal {
-                size::Refusal::TooLarge { bytes } => CodecError::TooLarge {
-                    id,
-                    max: max_decoded_bytes,
-                    detail: format!("would take at least {bytes} bytes once decoded"),
-                },
-                size::Refusal::TooDeep => CodecError::TooLarge {
-                    id,
-                    max: max_decoded_bytes,
-                    detail: format!("nests values deeper than {MAX_DEPTH} levels"),
-                },
-                size::Refusal::Malformed(detail) => CodecError::MalformedBody { id, detail },
-            }
-        })
+        match refusal {
+            size::Refusal::TooLarge { bytes } => CodecError::TooLarge {
+                id,
+                max: max_decoded_bytes,
+                detail: format!("would take at least {bytes} bytes once decoded"),
+            },
+            size::Refusal::TooDeep => CodecError::TooLarge {
+                id,
+                max: max_decoded_bytes,
+                detail: format!("nests values deeper than {MAX_DEPTH} levels"),
+            },
+            size::Refusal::Malformed(detail) => CodecError::MalformedBody { id, detail },
+        }
     }
 
     /// Decodes the Avro `body` (the payload after [`HEADER_LEN`]), once
@@ -715,6 +738,58 @@ mod tests {
             if let Err(CodecError::MalformedBody { detail, .. }) = writer.check_size(&body, 4 << 20) {
                 let decoded = avro_decode(&writer, &body);
                 proptest::prop_assert!(decoded.is_err(), "walk said {detail}, apache-avro decoded {decoded:?}");
+            }
+        }
+
+        /// Projecting three fields agrees with the whole decode on every body, damaged or not:
+        /// it reads what `decode` reads, as apache-avro decodes it, and refuses what `decode`
+        /// refuses (apache-avro, or the size walk before it).
+        #[test]
+        fn projecting_fields_agrees_with_apache_avro(
+            listing in crate::record::arbitrary::listing(),
+            flips in proptest::collection::vec((proptest::prelude::any::<usize>(), proptest::prelude::any::<u8>()), 0..4),
+            cut in proptest::prelude::any::<usize>(),
+            damage in proptest::prelude::any::<bool>(),
+        ) {
+            let writer = listing_writer();
+            let mut body = body(&writer, &listing);
+            if damage {
+                for (at, byte) in flips {
+                    let len = body.len();
+                    body[at % len] = byte;
+                }
+                body.truncate(cut % (body.len() + 1));
+            }
+            let wanted = ["price", "product_id", "category_level1", "no_such_field"];
+            let projected = writer.project(&body, 4 << 20, &wanted);
+            let decoded = writer.decode(&body, 4 << 20);
+            match (projected, decoded) {
+                (Ok(Some(found)), Ok(Value::Record(fields))) => {
+                    let field = |name: &str| fields.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
+                    let as_scalar = |value: Option<Value>| match value {
+                        Some(Value::Union(_, inner)) => Some(*inner),
+                        other => other,
+                    };
+                    let expect = |name: &str| match as_scalar(field(name)) {
+                        None => None,
+                        Some(Value::Null) => Some(Scalar::Null),
+                        Some(Value::Long(n)) => Some(Scalar::Long(n)),
+                        Some(_) => Some(Scalar::Other),
+                    };
+                    proptest::prop_assert_eq!(found[0], expect("price"));
+                    proptest::prop_assert_eq!(found[1], expect("product_id"));
+                    proptest::prop_assert_eq!(found[3], None);
+                    match (found[2], as_scalar(field("category_level1"))) {
+                        (Some(Scalar::Str(a)), Some(Value::String(b))) => proptest::prop_assert_eq!(a, b),
+                        (Some(Scalar::Null), Some(Value::Null)) => {}
+                        (a, b) => proptest::prop_assert!(false, "projected {a:?}, decoded {b:?}"),
+                    }
+                    if !damage {
+                        proptest::prop_assert_eq!(found[1], Some(Scalar::Long(listing.product_id)));
+                    }
+                }
+                (Err(_), Err(_)) => {}
+                (projected, decoded) => proptest::prop_assert!(false, "projected {projected:?}, decoded {decoded:?}"),
             }
         }
 

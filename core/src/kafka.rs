@@ -68,6 +68,13 @@ pub enum ClientError {
 /// says (KIP-74), and librdkafka raises `fetch.max.bytes` to `message.max.bytes` by itself.
 pub const BROKER_MESSAGE_MAX_BYTES: usize = 1_048_588;
 
+/// What one client may buffer, in KiB: a consumer's prefetch (`queued.max.messages.kbytes`)
+/// and a producer's queue (`queue.buffering.max.kbytes`). librdkafka's defaults (64 MiB and
+/// 1 GiB) would make a client's buffers, not the program's work, its memory; 16 MiB still holds
+/// some 16,000 listings ahead of a stage, far more than a poll loop takes between fetches, and a
+/// full producer queue is waited on, never a loss. `[kafka.properties]` can set either.
+pub const BUFFER_KBYTES: usize = 16 * 1024;
+
 /// Room a record needs beyond its key, value and headers on the wire: a record batch's header
 /// (61 bytes) and the record's own framing (at most 36), rounded up.
 pub const RECORD_OVERHEAD: usize = 128;
@@ -221,7 +228,8 @@ fn base_config(
 }
 
 /// The producer's configuration: idempotent, `acks=all`, records up to the broker's size limit
-/// ([`BROKER_MESSAGE_MAX_BYTES`]), then the passthrough properties.
+/// ([`BROKER_MESSAGE_MAX_BYTES`]), a queue of [`BUFFER_KBYTES`], then the passthrough
+/// properties.
 ///
 /// # Errors
 /// [`ClientError::Refused`] when a property would turn idempotence or full acks off.
@@ -231,7 +239,8 @@ pub fn producer_config(kafka: &KafkaConfig) -> Result<ClientConfig, ClientError>
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("linger.ms", "5")
-        .set("message.max.bytes", BROKER_MESSAGE_MAX_BYTES.to_string());
+        .set("message.max.bytes", BROKER_MESSAGE_MAX_BYTES.to_string())
+        .set("queue.buffering.max.kbytes", BUFFER_KBYTES.to_string());
     for (key, value) in base_config(kafka, PRODUCER_GUARDS)?.config_map() {
         config.set(key, value);
     }
@@ -247,7 +256,8 @@ pub fn create_producer(kafka: &KafkaConfig) -> Result<FutureProducer, ClientErro
 }
 
 /// The consumer's configuration: group `group_id`, no automatic commits or offset stores,
-/// starting from the earliest offset of a new group, then the passthrough properties.
+/// starting from the earliest offset of a new group, a prefetch of [`BUFFER_KBYTES`], then the
+/// passthrough properties.
 ///
 /// # Errors
 /// [`ClientError::Refused`] when a property would let offsets move by themselves.
@@ -257,7 +267,8 @@ pub fn consumer_config(kafka: &KafkaConfig, group_id: &str) -> Result<ClientConf
         .set("group.id", group_id)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "earliest");
+        .set("auto.offset.reset", "earliest")
+        .set("queued.max.messages.kbytes", BUFFER_KBYTES.to_string());
     for (key, value) in base_config(kafka, CONSUMER_GUARDS)?.config_map() {
         config.set(key, value);
     }

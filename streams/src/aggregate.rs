@@ -261,14 +261,26 @@ pub enum Applied {
     Changed,
 }
 
+/// A product's contribution as the state holds it: its category as a number (see
+/// [`Aggregator`]), so that a million products take 24 bytes each, not a string each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Held {
+    price: i64,
+    category: u32,
+}
+
 /// One input partition's state: each product's current contribution (under `distinct`), each
 /// scope's aggregate, the offset of the last input record reflected, and which sums are
 /// declared (their declarations written to the changelog, see [`crate::state`]).
+///
+/// Category values are held once each, in `categories`, and products refer to them by index.
 #[derive(Debug, Clone)]
 pub struct Aggregator {
     scoping: Scoping,
     category_scope: String,
-    products: HashMap<i64, Contribution>,
+    products: HashMap<i64, Held>,
+    categories: Vec<String>,
+    category_ids: HashMap<String, u32>,
     scopes: BTreeMap<ListingSumKey, Scope>,
     position: Option<i64>,
     declared: BTreeSet<ListingSumKey>,
@@ -281,6 +293,8 @@ impl Aggregator {
             category_scope: scoping.category_scope(),
             scoping,
             products: HashMap::new(),
+            categories: Vec::new(),
+            category_ids: HashMap::new(),
             scopes: BTreeMap::new(),
             position: None,
             declared: BTreeSet::new(),
@@ -308,39 +322,34 @@ impl Aggregator {
         let mut touched = Vec::new();
         match self.scoping.semantics {
             StreamsSemantics::Distinct => {
-                let old = self.products.get(&change.product_id);
-                if old == change.next.as_ref() {
+                let next = change.next.as_ref().map(|n| Held {
+                    price: n.price,
+                    category: self.intern(&n.category),
+                });
+                if self.products.get(&change.product_id).copied() == next {
                     return (Applied::Unchanged, touched);
                 }
                 if let Some(old) = self.products.remove(&change.product_id) {
-                    for key in self.keys(&old.category) {
-                        self.scopes
-                            .entry(key.clone())
-                            .or_default()
-                            .remove(old.price, at);
+                    for key in self.keys(old.category) {
+                        self.update(&key, |scope| scope.remove(old.price, at));
                         touched.push(key);
                     }
                 }
-                if let Some(next) = &change.next {
-                    for key in self.keys(&next.category) {
-                        self.scopes
-                            .entry(key.clone())
-                            .or_default()
-                            .add(next.price, at);
+                if let Some(next) = next {
+                    for key in self.keys(next.category) {
+                        self.update(&key, |scope| scope.add(next.price, at));
                         touched.push(key);
                     }
-                    self.products.insert(change.product_id, next.clone());
+                    self.products.insert(change.product_id, next);
                 }
             }
             StreamsSemantics::Append => {
                 let Some(next) = &change.next else {
                     return (Applied::Unchanged, touched);
                 };
-                for key in self.keys(&next.category) {
-                    self.scopes
-                        .entry(key.clone())
-                        .or_default()
-                        .add(next.price, at);
+                let category = self.intern(&next.category);
+                for key in self.keys(category) {
+                    self.update(&key, |scope| scope.add(next.price, at));
                     touched.push(key);
                 }
             }
@@ -372,11 +381,13 @@ impl Aggregator {
     /// The keys among `touched` not declared yet, counted as declared from now on: their
     /// declarations must reach the changelog before the change that touched them.
     pub fn declare_new(&mut self, touched: &[ListingSumKey]) -> Vec<ListingSumKey> {
-        touched
+        let new: Vec<ListingSumKey> = touched
             .iter()
-            .filter(|key| self.declared.insert((*key).clone()))
+            .filter(|key| !self.declared.contains(*key))
             .cloned()
-            .collect()
+            .collect();
+        self.declared.extend(new.iter().cloned());
+        new
     }
 
     /// Every key summed but not declared (a changelog written before declarations were), counted
@@ -386,7 +397,35 @@ impl Aggregator {
         self.declare_new(&keys)
     }
 
-    fn keys(&self, category: &str) -> [ListingSumKey; 2] {
+    /// Updates the aggregate of `key`, an empty one if it has none (the key cloned only then).
+    fn update(&mut self, key: &ListingSumKey, change: impl FnOnce(&mut Scope)) {
+        if let Some(scope) = self.scopes.get_mut(key) {
+            change(scope);
+        } else {
+            let mut scope = Scope::default();
+            change(&mut scope);
+            self.scopes.insert(key.clone(), scope);
+        }
+    }
+
+    /// The number standing for category value `category`.
+    fn intern(&mut self, category: &str) -> u32 {
+        if let Some(id) = self.category_ids.get(category) {
+            return *id;
+        }
+        // Past 2^32 values memory would have run out long before.
+        let id = u32::try_from(self.categories.len()).unwrap_or(u32::MAX);
+        self.categories.push(category.to_owned());
+        self.category_ids.insert(category.to_owned(), id);
+        id
+    }
+
+    /// The keys of the sums a product of category number `category` is in.
+    fn keys(&self, category: u32) -> [ListingSumKey; 2] {
+        let value = usize::try_from(category)
+            .ok()
+            .and_then(|i| self.categories.get(i))
+            .map_or(NO_CATEGORY, String::as_str);
         [
             ListingSumKey {
                 scope: ALL.to_owned(),
@@ -394,7 +433,7 @@ impl Aggregator {
             },
             ListingSumKey {
                 scope: self.category_scope.clone(),
-                value: category.to_owned(),
+                value: value.to_owned(),
             },
         ]
     }

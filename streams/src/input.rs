@@ -1,14 +1,14 @@
 //! Reads what the sums need from an input record (product id, price, category) straight from the
 //! Avro body, with the writer's schema fetched once per schema id from the registry, without
-//! building the whole `Listing`: the hot path of the aggregation stage. A schema id is used only
+//! building the whole `Listing` or any value tree (one pass over the bytes,
+//! [`WriterSchema::project`]): the hot path of the aggregation stage. A schema id is used only
 //! once found to be a version of the topic's subject, and no record over the decoded-size cap is
 //! built.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use apache_avro::types::Value;
-use marketflow_core::codec::{Codec, CodecError, HEADER_LEN, WriterSchema, schema_id};
+use marketflow_core::codec::{Codec, CodecError, HEADER_LEN, Scalar, WriterSchema, schema_id};
 use marketflow_core::schema::{Part, subject};
 use tokio::runtime::Handle;
 
@@ -50,28 +50,34 @@ impl InputDecoder {
     /// not a listing (`ForeignSchema` when its schema is not one of `<topic>-value`'s,
     /// `TooLarge` over the decoded-size cap).
     pub fn value(&mut self, topic: &str, payload: &[u8]) -> Result<Fields, CodecError> {
-        let (id, value) = self.read(topic, Part::Value, payload)?;
+        let writer = self.writer(topic, Part::Value, payload)?;
+        let id = writer.id();
         let mismatch = |detail: &str| CodecError::Mismatch {
             id,
             target: "a listing (product_id, price, category)",
             detail: detail.to_owned(),
         };
-        let Value::Record(fields) = value else {
+        let wanted = ["product_id", "price", self.category_field.as_str()];
+        let body = &payload[HEADER_LEN..];
+        let Some(found) = writer.project(body, self.codec.max_decoded_bytes(), &wanted)? else {
             return Err(mismatch("not a record"));
         };
-        let (mut product_id, mut price, mut category) = (None, None, None);
-        for (name, field) in fields {
-            match name.as_str() {
-                "product_id" => {
-                    product_id = Some(long(field).ok_or_else(|| mismatch("product_id"))?)
-                }
-                "price" => price = nullable_long(field).ok_or_else(|| mismatch("price"))?,
-                n if n == self.category_field => category = nullable_string(field),
-                _ => {}
-            }
-        }
+        let product_id = match found[0] {
+            Some(Scalar::Long(n)) => n,
+            None => return Err(mismatch("no product_id")),
+            Some(_) => return Err(mismatch("product_id")),
+        };
+        let price = match found[1] {
+            None | Some(Scalar::Null) => None,
+            Some(Scalar::Long(n)) => Some(n),
+            Some(_) => return Err(mismatch("price")),
+        };
+        let category = match found[2] {
+            Some(Scalar::Str(category)) => Some(category.to_owned()),
+            _ => None,
+        };
         Ok(Fields {
-            product_id: product_id.ok_or_else(|| mismatch("no product_id"))?,
+            product_id,
             price,
             category,
         })
@@ -82,93 +88,38 @@ impl InputDecoder {
     /// # Errors
     /// A [`CodecError`], as for [`InputDecoder::value`] (the subject is `<topic>-key`).
     pub fn key(&mut self, topic: &str, payload: &[u8]) -> Result<i64, CodecError> {
-        let (id, value) = self.read(topic, Part::Key, payload)?;
-        let found = match value {
-            Value::Record(fields) => fields
-                .into_iter()
-                .find(|(name, _)| name == "product_id")
-                .and_then(|(_, v)| long(v)),
-            _ => None,
-        };
-        found.ok_or_else(|| CodecError::Mismatch {
-            id,
-            target: "a listing key (product_id)",
-            detail: "no long product_id".into(),
-        })
+        let writer = self.writer(topic, Part::Key, payload)?;
+        let body = &payload[HEADER_LEN..];
+        match writer.project(body, self.codec.max_decoded_bytes(), &["product_id"])? {
+            Some(found) if let Some(Scalar::Long(product_id)) = found[0] => Ok(product_id),
+            _ => Err(CodecError::Mismatch {
+                id: writer.id(),
+                target: "a listing key (product_id)",
+                detail: "no long product_id".into(),
+            }),
+        }
     }
 
-    fn read(
+    /// The writer's schema of `payload`, once checked to be a version of `topic`'s subject.
+    fn writer(
         &mut self,
         topic: &str,
         part: Part,
         payload: &[u8],
-    ) -> Result<(u32, Value), CodecError> {
+    ) -> Result<Arc<WriterSchema>, CodecError> {
         let id = schema_id(payload)?;
-        let writer = match self.schemas.get(&(part == Part::Key, id)) {
-            Some((checked, writer)) if checked == topic => writer.clone(),
-            _ => {
-                let codec = &self.codec;
-                let writer = self.runtime.block_on(async {
-                    codec.check_subject(&subject(topic, part), id).await?;
-                    codec.writer_schema(id).await
-                })?;
-                self.schemas
-                    .insert((part == Part::Key, id), (topic.to_owned(), writer.clone()));
-                writer
-            }
-        };
-        let value = writer.decode(&payload[HEADER_LEN..], self.codec.max_decoded_bytes())?;
-        Ok((id, value))
-    }
-}
-
-fn long(value: Value) -> Option<i64> {
-    match value {
-        Value::Long(n) | Value::TimestampMillis(n) => Some(n),
-        Value::Int(n) => Some(i64::from(n)),
-        _ => None,
-    }
-}
-
-/// `Some(None)` for null, `Some(Some(n))` for a number, `None` for anything else.
-fn nullable_long(value: Value) -> Option<Option<i64>> {
-    match value {
-        Value::Null => Some(None),
-        Value::Union(_, inner) => nullable_long(*inner),
-        other => long(other).map(Some),
-    }
-}
-
-fn nullable_string(value: Value) -> Option<String> {
-    match value {
-        Value::String(s) => Some(s),
-        Value::Union(_, inner) => nullable_string(*inner),
-        _ => None,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn nullable_fields_read_through_their_union() {
-        assert_eq!(
-            nullable_long(Value::Union(1, Box::new(Value::Long(5)))),
-            Some(Some(5))
-        );
-        assert_eq!(
-            nullable_long(Value::Union(0, Box::new(Value::Null))),
-            Some(None)
-        );
-        assert_eq!(nullable_long(Value::String("x".into())), None);
-        assert_eq!(
-            nullable_string(Value::Union(1, Box::new(Value::String("가구".into())))),
-            Some("가구".to_owned())
-        );
-        assert_eq!(
-            nullable_string(Value::Union(0, Box::new(Value::Null))),
-            None
-        );
+        if let Some((checked, writer)) = self.schemas.get(&(part == Part::Key, id))
+            && checked == topic
+        {
+            return Ok(writer.clone());
+        }
+        let codec = &self.codec;
+        let writer = self.runtime.block_on(async {
+            codec.check_subject(&subject(topic, part), id).await?;
+            codec.writer_schema(id).await
+        })?;
+        self.schemas
+            .insert((part == Part::Key, id), (topic.to_owned(), writer.clone()));
+        Ok(writer)
     }
 }

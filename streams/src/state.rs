@@ -114,6 +114,7 @@
 use std::time::{Duration, Instant};
 
 use marketflow_core::config::KafkaConfig;
+use marketflow_core::kafka::{ClientError, consumer_config};
 use std::collections::{BTreeMap, BTreeSet};
 
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
@@ -156,6 +157,9 @@ pub enum StateError {
     /// A changelog record does not decode: fatal.
     #[error(transparent)]
     Format(#[from] FormatError),
+    /// The reader's configuration was refused.
+    #[error(transparent)]
+    Client(#[from] ClientError),
     /// The changelog was written under other settings: fatal, the sums would be wrong.
     #[error(
         "the changelog topic {topic} was written with semantics {found:?} and category level \
@@ -211,11 +215,9 @@ impl Restorer {
     /// # Errors
     /// [`StateError::Read`] when librdkafka rejects the configuration.
     pub fn new(kafka: &KafkaConfig, topic: &str, scoping: Scoping) -> Result<Self, StateError> {
-        let mut config = rdkafka::ClientConfig::new();
+        // The passthrough properties (security settings above all) apply to it as to the stages.
+        let mut config = consumer_config(kafka, "marketflow-streams-restore")?;
         config
-            .set("bootstrap.servers", &kafka.bootstrap_servers)
-            .set("group.id", "marketflow-streams-restore")
-            .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "true")
             .set("isolation.level", "read_committed");
         let consumer = config

@@ -68,9 +68,100 @@ pub fn decoded_size<S: std::borrow::Borrow<Schema>>(
     Ok(walk.used)
 }
 
-struct Walk<'a, S> {
+/// A top-level field's value as [`project`] reads it, borrowed from the body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scalar<'b> {
+    /// A null: the null type, a union's null branch, or what apache-avro decodes as null at the
+    /// end of the body.
+    Null,
+    /// An int, a long or a timestamp-millis.
+    Long(i64),
+    /// A string.
+    Str(&'b str),
+    /// A value of any other type.
+    Other,
+}
+
+/// Walks `body` exactly as [`decoded_size`] does (the same cap, depth and refusals) and reads,
+/// on the way, the top-level record's fields named in `wanted`: their values in `wanted`'s
+/// order, `None` for a name the record does not have. Nothing is built, so reading three fields
+/// of a listing costs one pass over its bytes instead of a tree of every field. `Ok(None)` when
+/// the schema is not a record.
+///
+/// # Errors
+/// A [`Refusal`], as [`decoded_size`].
+pub fn project<'b, S: std::borrow::Borrow<Schema>>(
+    schema: &Schema,
+    names: &HashMap<Name, S>,
+    body: &'b [u8],
+    max: usize,
+    wanted: &[&str],
+) -> Result<Option<Vec<Option<Scalar<'b>>>>, Refusal> {
+    let mut walk = Walk {
+        names,
+        body,
+        used: 0,
+        max,
+    };
+    walk.charge(size_of::<Value>())?;
+    let Schema::Record(RecordSchema { name, fields, .. }) = schema else {
+        walk.value(schema, None, 0)?;
+        return Ok(None);
+    };
+    let full = name.fully_qualified_name(None);
+    let mut found = vec![None; wanted.len()];
+    walk.charge_items(fields.len(), size_of::<(String, Value)>())?;
+    for field in fields {
+        walk.charge(field.name.len())?;
+        let before = walk.body;
+        walk.value(&field.schema, full.namespace(), 1)?;
+        if let Some(i) = wanted.iter().position(|w| *w == field.name) {
+            let read = &before[..before.len() - walk.body.len()];
+            found[i] = Some(scalar(&field.schema, read));
+        }
+    }
+    Ok(Some(found))
+}
+
+/// The value of `schema` in `bytes`, which the walk has just read as one such value.
+fn scalar<'b>(schema: &Schema, bytes: &'b [u8]) -> Scalar<'b> {
+    let names: HashMap<Name, Schema> = HashMap::new();
+    let mut read = Walk {
+        names: &names,
+        body: bytes,
+        used: 0,
+        max: usize::MAX,
+    };
+    match schema {
+        Schema::Null => Scalar::Null,
+        Schema::Int | Schema::Long | Schema::TimestampMillis => {
+            read.long().map_or(Scalar::Other, Scalar::Long)
+        }
+        Schema::String => match read.len().ok().and_then(|len| read.take(len)) {
+            Some(text) => std::str::from_utf8(text).map_or(Scalar::Other, Scalar::Str),
+            // The end of the body inside a string: apache-avro decodes a null.
+            None => Scalar::Null,
+        },
+        Schema::Union(union) => match read.varint() {
+            // The end of the body: a null in the first branch.
+            Ok(None) => Scalar::Null,
+            Ok(Some(z)) => {
+                #[allow(clippy::cast_possible_truncation)]
+                let index = (z >> 1) as usize;
+                match union.variants().get(index) {
+                    Some(variant) if z & 1 == 0 => scalar(variant, read.body),
+                    _ => Scalar::Other,
+                }
+            }
+            Err(_) => Scalar::Other,
+        },
+        _ => Scalar::Other,
+    }
+}
+
+struct Walk<'a, 'b, S> {
     names: &'a HashMap<Name, S>,
-    body: &'a [u8],
+    body: &'b [u8],
     used: usize,
     max: usize,
 }
@@ -79,7 +170,7 @@ fn malformed(what: impl Into<String>) -> Refusal {
     Refusal::Malformed(what.into())
 }
 
-impl<S: std::borrow::Borrow<Schema>> Walk<'_, S> {
+impl<'b, S: std::borrow::Borrow<Schema>> Walk<'_, 'b, S> {
     fn charge(&mut self, bytes: usize) -> Result<(), Refusal> {
         self.used = self.used.saturating_add(bytes);
         if self.used > self.max {
@@ -94,7 +185,7 @@ impl<S: std::borrow::Borrow<Schema>> Walk<'_, S> {
     }
 
     /// Takes `n` bytes, or `None` (taking all there is, as `read_exact` does) when fewer remain.
-    fn take(&mut self, n: usize) -> Option<&[u8]> {
+    fn take(&mut self, n: usize) -> Option<&'b [u8]> {
         if n > self.body.len() {
             self.body = &[];
             return None;
@@ -163,10 +254,16 @@ impl<S: std::borrow::Borrow<Schema>> Walk<'_, S> {
 
     /// A string's bytes: charged before they are read, as they are allocated; `false` when the
     /// body ends first (apache-avro then decodes a null and the body is spent).
+    /// apache-avro refuses a string that is not UTF-8, and so does the walk.
     fn string(&mut self) -> Result<bool, Refusal> {
         let len = self.len()?;
         self.charge(len)?;
-        Ok(self.take(len).is_some())
+        match self.take(len) {
+            Some(bytes) => std::str::from_utf8(bytes)
+                .map(|_| true)
+                .map_err(|e| malformed(format!("a string that is not UTF-8: {e}"))),
+            None => Ok(false),
+        }
     }
 
     fn bytes(&mut self) -> Result<(), Refusal> {
