@@ -11,6 +11,7 @@ use marketflow_core::Config;
 use marketflow_core::codec::Codec;
 use marketflow_core::kafka::SendLimit;
 use marketflow_core::record::ScraperEvent;
+use marketflow_core::shutdown::with_grace;
 use rdkafka::producer::FutureProducer;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -565,25 +566,24 @@ impl Run<'_> {
                 last_save = Instant::now();
             }
         }
-        let grace_period = self.grace;
-        let grace = async {
-            shutdown.cancelled().await;
-            tokio::time::sleep(grace_period).await;
-        };
-        tokio::pin!(grace);
-        loop {
-            tokio::select! {
-                joined = tasks.join_next() => match joined {
-                    Some(joined) => failure = failure.or(self.settle(joined)),
-                    None => break,
-                },
-                () = &mut grace => {
-                    warn!(in_flight = tasks.len(), "Grace period over; abandoning in-flight pages (a restart visits them again).");
-                    tasks.abort_all();
-                    interrupted = true;
-                    break;
+        // What is in flight finishes, within the grace period once shutdown is asked for.
+        let grace = self.grace;
+        let failed = &mut failure;
+        let drain = async {
+            while let Some(joined) = tasks.join_next().await {
+                let settled = self.settle(joined);
+                if failed.is_none() {
+                    *failed = settled;
                 }
             }
+        };
+        if with_grace(drain, shutdown, grace).await.is_err() {
+            warn!(
+                in_flight = tasks.len(),
+                "Grace period over; abandoning in-flight pages (a restart visits them again)."
+            );
+            tasks.abort_all();
+            interrupted = true;
         }
         match failure {
             Some(error) => Err(error),
