@@ -439,18 +439,18 @@ impl Aggregator {
     }
 }
 
+/// Generators of input and the plain recomputation the sums are checked against, shared with
+/// [`crate::partition`]'s tests.
 #[cfg(test)]
-mod tests {
+pub(crate) mod strategies {
     use super::*;
-    use crate::changelog::{Entry, change_key, declared_key};
     use proptest::prelude::*;
 
-    const MAX: i64 = 1_000_000;
-    const PARTITIONS: i64 = 3;
+    pub(crate) const MAX: i64 = 1_000_000;
 
     /// One input record: a version of a product (price, category) or its tombstone.
     #[derive(Debug, Clone)]
-    enum Op {
+    pub(crate) enum Op {
         Version {
             id: i64,
             price: Option<i64>,
@@ -462,14 +462,14 @@ mod tests {
     }
 
     impl Op {
-        fn id(&self) -> i64 {
+        pub(crate) fn id(&self) -> i64 {
             match self {
                 Op::Version { id, .. } | Op::Tombstone { id } => *id,
             }
         }
     }
 
-    fn op() -> impl Strategy<Value = Op> {
+    pub(crate) fn op() -> impl Strategy<Value = Op> {
         let price = prop_oneof![
             3 => (0i64..=2 * MAX).prop_map(Some),
             1 => Just(Some(MAX)),
@@ -487,7 +487,7 @@ mod tests {
 
     /// Versions at the extremes of a long (and tombstones), over few products so that they
     /// pile up in the same sums.
-    fn extreme_op() -> impl Strategy<Value = Op> {
+    pub(crate) fn extreme_op() -> impl Strategy<Value = Op> {
         let price = prop_oneof![
             3 => Just(Some(i64::MAX)),
             1 => Just(Some(i64::MAX - 1)),
@@ -503,7 +503,7 @@ mod tests {
         ]
     }
 
-    fn listing(id: i64, price: Option<i64>, category: Option<&str>) -> Listing {
+    pub(crate) fn listing(id: i64, price: Option<i64>, category: Option<&str>) -> Listing {
         Listing {
             product_id: id,
             price,
@@ -514,62 +514,15 @@ mod tests {
         }
     }
 
-    fn scoping(semantics: StreamsSemantics) -> Scoping {
+    pub(crate) fn scoping(semantics: StreamsSemantics) -> Scoping {
         Scoping {
             semantics,
             category_level: 1,
         }
     }
 
-    /// The changes of `ops`, each with its partition (product id mod 3) and offset in it.
-    fn changes(scoping: &Scoping, ops: &[Op]) -> Vec<(usize, Change)> {
-        changes_at(scoping, ops, MAX)
-    }
-
-    /// As [`changes`], under the limit `max`.
-    fn changes_at(scoping: &Scoping, ops: &[Op], max: i64) -> Vec<(usize, Change)> {
-        let mut next_offset = [0i64; PARTITIONS as usize];
-        ops.iter()
-            .enumerate()
-            .map(|(i, op)| {
-                let partition = (op.id() % PARTITIONS) as usize;
-                let offset = next_offset[partition];
-                next_offset[partition] += 1;
-                let record = match op {
-                    Op::Version {
-                        id,
-                        price,
-                        category,
-                    } => Some(listing(*id, *price, *category)),
-                    Op::Tombstone { .. } => None,
-                };
-                let (_, change) = scoping.change(offset, i as i64, op.id(), record.as_ref(), max);
-                (partition, change)
-            })
-            .collect()
-    }
-
-    /// Runs the changes through one aggregator per partition and merges their sums, as the
-    /// worker and the merge stage do.
-    fn totals(
-        parts: &[Aggregator],
-    ) -> BTreeMap<ListingSumKey, (i64, i128, Option<i64>, Option<i64>)> {
-        let mut keys: Vec<&ListingSumKey> =
-            parts.iter().flat_map(Aggregator::keys_summed).collect();
-        keys.sort();
-        keys.dedup();
-        keys.into_iter()
-            .map(|key| {
-                let summaries: Vec<Summary> = parts.iter().map(|p| p.summary(key)).collect();
-                let total = Summary::merge(&summaries).expect("no overflow");
-                (key.clone(), (total.count, total.sum, total.min, total.max))
-            })
-            .filter(|(_, (count, ..))| *count > 0)
-            .collect()
-    }
-
     /// The plain recomputation: group the listings that count by scope.
-    fn recompute(
+    pub(crate) fn recompute(
         semantics: StreamsSemantics,
         ops: &[Op],
     ) -> BTreeMap<ListingSumKey, (i64, i128, Option<i64>, Option<i64>)> {
@@ -577,7 +530,7 @@ mod tests {
     }
 
     /// As [`recompute`], with the limit `max`: in 128 bits, so that it cannot wrap either.
-    fn recompute_at(
+    pub(crate) fn recompute_at(
         semantics: StreamsSemantics,
         ops: &[Op],
         max: i64,
@@ -654,11 +607,68 @@ mod tests {
             .collect()
     }
 
-    fn semantics() -> impl Strategy<Value = StreamsSemantics> {
+    pub(crate) fn semantics() -> impl Strategy<Value = StreamsSemantics> {
         prop_oneof![
             Just(StreamsSemantics::Distinct),
             Just(StreamsSemantics::Append)
         ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::strategies::*;
+    use super::*;
+    use crate::changelog::{Entry, change_key, declared_key};
+    use proptest::prelude::*;
+
+    const PARTITIONS: i64 = 3;
+
+    /// The changes of `ops`, each with its partition (product id mod 3) and offset in it.
+    fn changes(scoping: &Scoping, ops: &[Op]) -> Vec<(usize, Change)> {
+        changes_at(scoping, ops, MAX)
+    }
+
+    /// As [`changes`], under the limit `max`.
+    fn changes_at(scoping: &Scoping, ops: &[Op], max: i64) -> Vec<(usize, Change)> {
+        let mut next_offset = [0i64; PARTITIONS as usize];
+        ops.iter()
+            .enumerate()
+            .map(|(i, op)| {
+                let partition = (op.id() % PARTITIONS) as usize;
+                let offset = next_offset[partition];
+                next_offset[partition] += 1;
+                let record = match op {
+                    Op::Version {
+                        id,
+                        price,
+                        category,
+                    } => Some(listing(*id, *price, *category)),
+                    Op::Tombstone { .. } => None,
+                };
+                let (_, change) = scoping.change(offset, i as i64, op.id(), record.as_ref(), max);
+                (partition, change)
+            })
+            .collect()
+    }
+
+    /// Runs the changes through one aggregator per partition and merges their sums, as the
+    /// worker and the merge stage do.
+    fn totals(
+        parts: &[Aggregator],
+    ) -> BTreeMap<ListingSumKey, (i64, i128, Option<i64>, Option<i64>)> {
+        let mut keys: Vec<&ListingSumKey> =
+            parts.iter().flat_map(Aggregator::keys_summed).collect();
+        keys.sort();
+        keys.dedup();
+        keys.into_iter()
+            .map(|key| {
+                let summaries: Vec<Summary> = parts.iter().map(|p| p.summary(key)).collect();
+                let total = Summary::merge(&summaries).expect("no overflow");
+                (key.clone(), (total.count, total.sum, total.min, total.max))
+            })
+            .filter(|(_, (count, ..))| *count > 0)
+            .collect()
     }
 
     proptest! {

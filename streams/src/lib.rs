@@ -13,6 +13,7 @@ pub mod filter;
 pub mod input;
 pub mod merge;
 pub mod output;
+pub mod partition;
 pub mod routing;
 pub mod state;
 pub mod worker;

@@ -17,30 +17,38 @@
 //!   changes a partition's state is written, as one changelog record holding the change *and the
 //!   input offset it came from*, to the changelog partition of the same number, by one idempotent
 //!   producer. One record is atomic; the producer keeps a partition's records in order and without
-//!   gaps, so whatever survives a `kill -9` is a prefix of what was sent.
+//!   gaps, so whatever survives a `kill -9` is a prefix of what was sent. What a record changes
+//!   and writes is decided in [`crate::partition`], which has no Kafka in it
+//!   ([`partition::Partition::apply`]); [`crate::worker`] only sends it.
 //! * **Restore replays the changelog.** On assignment the partition's changelog is read from the
 //!   beginning to its end and every change is applied again, in order, skipping one at or before
 //!   the offset already applied (a retry's or an old owner's late duplicate). The state is then
 //!   exactly the state after input offset `P`, the last one recorded: no input counted twice,
-//!   none missed. Compaction may drop a product's older records; the latest one per product is
-//!   what the state needs.
+//!   none missed ([`partition::replay`]; its proptests restore from every prefix of a changelog
+//!   a partition wrote and compare with the uninterrupted run). Compaction may drop a product's
+//!   older records; the latest one per product is what the state needs.
 //! * **Every sum a partition ever held is declared.** Before the first change that touches a sum,
 //!   the partition writes the sum's declaration to its changelog, under a key of its own that no
 //!   later record supersedes, so compaction keeps it. Without it, a sum whose last product moved
 //!   away would vanish from a state restored after compaction (the records that put products in
 //!   it are gone), and its share, never announced again at zero, would stay at its old figure in
 //!   the totals whenever the crash came before that zero was sent.
+//!   ([`partition::Partition::apply`] returns the declarations before the change;
+//!   [`partition::Partition::restored`], those a changelog written before sums were declared
+//!   lacks.)
 //! * **Input resumes at the group's committed offset `C`.** It is committed only once the
 //!   producer has delivered everything sent for the records before it (changelog records and
 //!   forwards to the affordable topic), so every record before `C` is in the state and forwarded.
 //!   Records from `C` to `P` (a crash between the changelog's delivery and the commit) are read
-//!   again only to forward them: the state skips them. So the affordable topic gets every accepted
-//!   listing at least once, and the sums count each exactly once.
+//!   again only to forward them: the state skips them ([`partition::Plan::replayed`]). So the
+//!   affordable topic gets every accepted listing at least once, and the sums count each exactly
+//!   once.
 //! * **Sums leave as idempotent partial sums.** A partition's share of each touched sum is sent
-//!   to the partials topic with its position `P` as version. Processing is deterministic, so the
-//!   share at a given position is always the same; the merge stage keeps the highest version per
-//!   (sum, input partition) and emits their total. A lost share is re-sent after every restore,
-//!   a duplicate or an out-of-date one is ignored, so the total converges to the exact sum.
+//!   to the partials topic with its position `P` as version ([`partition::Partition::flush`],
+//!   which also gives the offset to commit). Processing is deterministic, so the share at a
+//!   given position is always the same; the merge stage keeps the highest version per (sum,
+//!   input partition) and emits their total. A lost share is re-sent after every restore, a
+//!   duplicate or an out-of-date one is ignored, so the total converges to the exact sum.
 //!
 //! The one thing this cannot prevent without transactions is a writer that lives on after its
 //! partitions were taken away (a "zombie" stalled past the group's session timeout): it writes
@@ -123,7 +131,8 @@ use rdkafka::message::Message;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use crate::aggregate::{Aggregator, Scoping};
-use crate::changelog::{Entry, FormatError, decode_entry};
+use crate::changelog::{FormatError, decode_entry};
+use crate::partition;
 
 /// What failed rebuilding a partition's state.
 #[derive(Debug, thiserror::Error)]
@@ -219,7 +228,10 @@ impl Restorer {
         let mut config = consumer_config(kafka, "marketflow-streams-restore")?;
         config
             .set("enable.partition.eof", "true")
-            .set("isolation.level", "read_committed");
+            .set("isolation.level", "read_committed")
+            // The end of a partition is known from an empty fetch, which the broker otherwise
+            // holds for 500 ms: every assignment would wait that long.
+            .set("fetch.wait.max.ms", "20");
         let consumer = config
             .create_with_context(QuietEof)
             .map_err(|source| StateError::Read {
@@ -296,12 +308,7 @@ impl Restorer {
                             wanted_level: self.scoping.category_level,
                         });
                     }
-                    match entry {
-                        Entry::Change(change) => {
-                            state.apply(&change);
-                        }
-                        Entry::Declared(key) => state.declare(key),
-                    }
+                    partition::replay(state, entry);
                     records += 1;
                 }
             }

@@ -1,7 +1,12 @@
-//! The aggregation stage: reads `listings` in the consumer group, filters, forwards accepted
-//! listings to `listings-affordable`, keeps each input partition's state (see [`crate::state`]),
-//! writes every state change to the changelog and each partition's share of the touched sums to
-//! the partials topic.
+//! The aggregation stage's Kafka side: reads `listings` in the consumer group, hands each
+//! record to its input partition's [`Partition`], and sends what that returns (accepted listings
+//! to `listings-affordable`, state changes to the changelog, the partition's shares of the
+//! touched sums to the partials topic), then commits the input offsets it gives.
+//!
+//! What a record does to a partition's state and what is written for it is decided in
+//! [`crate::partition`], which has no Kafka in it; here are the consumer, its rebalance callback
+//! (restoring a partition's state, see [`crate::state`]), the producers, transactions, offset
+//! commits and lag.
 //!
 //! Under `changelog` every partition writes through one idempotent producer. Under
 //! `exactly_once` each owned partition has a transactional producer of its own, made when the
@@ -22,7 +27,7 @@ use std::time::{Duration, Instant};
 use marketflow_core::codec::{Codec, CodecError, schema_id};
 use marketflow_core::config::Config;
 use marketflow_core::kafka::{ClientError, SendLimit, consumer_config};
-use marketflow_core::record::{Listing, ListingKey, ListingSumKey};
+use marketflow_core::record::{Listing, ListingKey};
 use marketflow_core::schema::{self, Part};
 use marketflow_core::sync::lock;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
@@ -33,17 +38,14 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 
-use crate::aggregate::{Aggregator, Applied, Scoping, Version};
-use crate::changelog::{
-    change_key, declared_key, encode_change, encode_declared, encode_partial, encode_partial_key,
-    owner_partition,
-};
+use crate::aggregate::{Scoping, Version};
 use crate::control::{Control, PartitionStatus};
-use crate::filter::{DropReason, Verdict};
+use crate::filter::DropReason;
 use crate::input::{Fields, InputDecoder};
 use crate::output::{
     END_TO_END_SECONDS, Output, OutputError, end_to_end_seconds, epoch_millis, transactional_id,
 };
+use crate::partition::{Body, KeyValue, Partition, Record};
 use crate::routing::Partitioner;
 use crate::state::{Restorer, StateError};
 
@@ -178,14 +180,12 @@ pub struct Setup {
     pub records_in: Arc<AtomicU64>,
 }
 
+/// An owned input partition: its Kafka-free processing, and what writing and committing it
+/// takes.
 struct Owned {
-    state: Aggregator,
-    dirty: BTreeSet<ListingSumKey>,
+    partition: Partition,
     lag: Option<i64>,
-    /// The last input offset processed, whether it changed the state or not: what the group's
-    /// committed offset moves to once everything sent for it is delivered.
-    processed: Option<i64>,
-    /// Under `exactly_once`, the last processed offset committed with a transaction.
+    /// Under `exactly_once`, the input offset last committed with a transaction.
     committed: Option<i64>,
     /// Under `exactly_once`, the timestamps of the input records whose state changes the open
     /// transaction holds: measured in [`END_TO_END_SECONDS`] when it commits (one commit
@@ -387,29 +387,31 @@ impl Engine {
                 return positioned;
             }
         };
-        for (partition, mut state) in states {
+        for (partition, state) in states {
             let Some(writer) = writers.remove(&partition) else {
                 continue;
             };
-            // A changelog written before sums were declared: declare what it holds now, before
-            // compaction can lose it.
-            let undeclared = state.declare_all();
+            // A changelog written before sums were declared: what it holds is declared now,
+            // before compaction can lose it. Every share is announced again: one sent before a
+            // crash may not have landed.
+            let (restored, declarations) = Partition::restored(
+                partition,
+                state,
+                self.scoping.clone(),
+                self.setup.config.streams.max_price,
+            );
             let changelog = &self.setup.config.streams.changelog_topic;
-            if let Err(error) = declare(&writer, changelog, &self.scoping, partition, &undeclared) {
+            if let Err(error) = write_changelog(&writer, changelog, partition, &declarations) {
                 self.fail(error.into());
             }
             let start = committed
                 .get(&partition)
                 .map_or(Offset::Beginning, |c| Offset::Offset(*c));
-            // Re-announce every share: one sent before a crash may not have landed.
-            let dirty = state.keys_summed().cloned().collect();
             self.parts.insert(
                 partition,
                 Owned {
-                    state,
-                    dirty,
+                    partition: restored,
                     lag: None,
-                    processed: None,
                     committed: None,
                     uncommitted: Vec::new(),
                     writer,
@@ -493,7 +495,8 @@ impl Engine {
         }
     }
 
-    /// Processes one input record.
+    /// Processes one input record: decodes it, has its partition plan it, forwards it when the
+    /// plan says so, and writes what the partition returns (see [`crate::partition`]).
     fn process(&mut self, message: &BorrowedMessage<'_>) -> Result<(), WorkerError> {
         let partition = message.partition();
         let offset = message.offset();
@@ -503,85 +506,75 @@ impl Engine {
         let Some(part) = self.parts.get(&partition) else {
             return Ok(());
         };
-        // The state already reflects this record: it is read again only to forward it, since
-        // its forward may not have been delivered before a crash (at least once).
-        // Under `exactly_once` it never is: the input resumes at the offset committed with the
-        // last transaction, past every change that transaction committed.
-        let replayed = part.state.position().is_some_and(|p| offset <= p);
+        // A record the state already reflects is read again only to forward it, since its
+        // forward may not have been delivered before a crash (at least once). Under
+        // `exactly_once` none is: the input resumes at the offset committed with the last
+        // transaction, past every change that transaction committed.
+        let replayed = part.partition.reflects(offset);
         let writer = part.writer.clone();
         if !replayed {
             self.check_routing(message);
         }
-        let (fields, product_id) = match self.decode(message)? {
-            Ok(decoded) => decoded,
-            Err(reason) => {
-                if !replayed {
-                    metrics::counter!("streams_records_dropped_total", "reason" => reason.label())
-                        .increment(1);
-                }
-                self.processed(partition, offset);
-                return Ok(());
-            }
+        let decoded = self.decode(message)?;
+        let body = match &decoded {
+            Ok((fields, product_id)) => Body::Listing {
+                product_id: *product_id,
+                version: fields.as_ref().map(|f| Version {
+                    price: f.price,
+                    category: f.category.as_deref(),
+                }),
+            },
+            Err(reason) => Body::Undecodable(*reason),
         };
-        let version = fields.as_ref().map(|f| Version {
-            price: f.price,
-            category: f.category.as_deref(),
-        });
-        let (mut verdict, mut change) = self.scoping.change_of(
+        let record = Record {
             offset,
             timestamp,
-            product_id,
-            version,
-            self.setup.config.streams.max_price,
-        );
-        // An accepted listing that cannot be sent onward is dropped, from the sums too: every
-        // listing summed is on the affordable topic.
-        let onward = match verdict {
-            Some(Verdict::Accept(_)) => self.onward(message, product_id)?,
-            _ => None,
+            body,
         };
-        if onward.is_none() && matches!(verdict, Some(Verdict::Accept(_))) {
-            verdict = Some(Verdict::Drop(DropReason::Unsendable));
-            change.next = None;
-        }
-        if replayed {
-            metrics::counter!("streams_records_skipped_total").increment(1);
-            if let Some(onward) = &onward {
-                self.forward(onward, &writer, product_id)?;
-            }
-            self.processed(partition, offset);
+        let Some(part) = self.parts.get(&partition) else {
             return Ok(());
-        }
-        if let Some(onward) = &onward
-            && !self.forward(onward, &writer, product_id)?
+        };
+        let plan = part.partition.plan(&record);
+        // An accepted listing that cannot be sent onward (over the size limit, or refused by the
+        // producer as too large) is not summed either: the partition drops it as unsendable.
+        let mut sent = false;
+        if plan.forward()
+            && let Some(product_id) = plan.product_id()
+            && let Some(onward) = self.onward(message, product_id)?
         {
-            verdict = Some(Verdict::Drop(DropReason::Unsendable));
-            change.next = None;
-        }
-        if let Some(Verdict::Drop(reason)) = verdict {
-            metrics::counter!("streams_records_dropped_total", "reason" => reason.label())
-                .increment(1);
+            sent = self.forward(&onward, &writer, product_id)?;
         }
         let Some(part) = self.parts.get_mut(&partition) else {
             return Ok(());
         };
-        let (applied, touched) = part.state.apply(&change);
-        if applied == Applied::Changed {
-            let changelog = &self.setup.config.streams.changelog_topic;
-            // A sum's declaration goes before the first change that touches it (see `state`).
-            let declared = part.state.declare_new(&touched);
-            declare(&writer, changelog, &self.scoping, partition, &declared)?;
-            let key = change_key(self.scoping.semantics, &change);
-            let value = encode_change(&self.scoping, &change);
+        let outcome = part.partition.apply(plan, sent);
+        if outcome.replayed {
+            if decoded.is_ok() {
+                metrics::counter!("streams_records_skipped_total").increment(1);
+            }
+            return Ok(());
+        }
+        if let Some(reason) = outcome.dropped {
+            metrics::counter!("streams_records_dropped_total", "reason" => reason.label())
+                .increment(1);
+        }
+        let changelog = &self.setup.config.streams.changelog_topic;
+        // A sum's declaration goes before the first change that touches it (see `state`).
+        write_changelog(&writer, changelog, partition, &outcome.declarations)?;
+        if let Some(change) = &outcome.change {
             // Its delivery makes the change durable under `changelog`; under `exactly_once`
             // the commit does.
-            writer.send_effect(changelog, Some(partition), &key, &value, timestamp)?;
+            writer.send_effect(
+                changelog,
+                Some(partition),
+                &change.key,
+                &change.value,
+                timestamp,
+            )?;
             if matches!(self.setup.writers, Writers::PerPartition) && timestamp > 0 {
                 part.uncommitted.push(timestamp);
             }
-            part.dirty.extend(touched);
         }
-        self.processed(partition, offset);
         Ok(())
     }
 
@@ -611,13 +604,6 @@ impl Engine {
                  are in two partitions is counted in each (see the README); counted in \
                  streams_records_misrouted_total, logged once per partition."
             );
-        }
-    }
-
-    /// Notes that `offset` of `partition` is processed (its effects sent).
-    fn processed(&mut self, partition: i32, offset: i64) {
-        if let Some(part) = self.parts.get_mut(&partition) {
-            part.processed = Some(offset);
         }
     }
 
@@ -780,22 +766,19 @@ impl Engine {
         };
         let mut offsets = TopicPartitionList::new();
         for (partition, part) in &mut self.parts {
-            if let Some(position) = part.state.position() {
-                for key in std::mem::take(&mut part.dirty) {
-                    let value = encode_partial(position, &part.state.summary(&key));
-                    let owner = owner_partition(&key, self.setup.partials_partitions);
-                    part.writer.send(
-                        partials_topic,
-                        Some(owner),
-                        &encode_partial_key(&key, *partition),
-                        &value,
-                    )?;
-                    metrics::counter!("streams_partials_sent_total").increment(1);
-                }
+            let flushed = part.partition.flush(self.setup.partials_partitions);
+            for partial in &flushed.partials {
+                part.writer.send(
+                    partials_topic,
+                    Some(partial.owner),
+                    &partial.key,
+                    &partial.value,
+                )?;
+                metrics::counter!("streams_partials_sent_total").increment(1);
             }
             let mut own = TopicPartitionList::new();
-            if let Some(processed) = part.processed {
-                let next = Offset::Offset(processed + 1);
+            if let Some(next) = flushed.commit {
+                let next = Offset::Offset(next);
                 own.add_partition_offset(input, *partition, next)
                     .map_err(consume_error)?;
                 offsets
@@ -803,10 +786,10 @@ impl Engine {
                     .map_err(consume_error)?;
             }
             if let Some(group) = &group
-                && (part.writer.in_transaction() || part.processed != part.committed)
+                && (part.writer.in_transaction() || flushed.commit != part.committed)
             {
                 part.writer.commit(&own, group)?;
-                part.committed = part.processed;
+                part.committed = flushed.commit;
                 let durable = epoch_millis();
                 let latency = metrics::histogram!(END_TO_END_SECONDS);
                 for since in part.uncommitted.drain(..) {
@@ -904,7 +887,7 @@ impl Engine {
             if let Ok((_, high)) =
                 consumer.fetch_watermarks(topic, *partition, Duration::from_secs(2))
             {
-                let next = part.state.position().map_or(0, |p| p + 1);
+                let next = part.partition.state().position().map_or(0, |p| p + 1);
                 part.lag = Some((high - next).max(0));
                 total += (high - next).max(0);
             }
@@ -914,16 +897,21 @@ impl Engine {
 
     /// Publishes the stage's state to the status and the gauges.
     fn publish(&self) {
-        let products: usize = self.parts.values().map(|p| p.state.products()).sum();
+        let products: usize = self
+            .parts
+            .values()
+            .map(|p| p.partition.state().products())
+            .sum();
         metrics::gauge!("streams_state_products").set(products as f64);
         let records_in = self.setup.records_in.load(Ordering::Relaxed);
         let partitions = self
             .parts
             .iter()
             .map(|(p, part)| {
+                let state = part.partition.state();
                 let status = PartitionStatus {
-                    position: part.state.position(),
-                    products: part.state.products(),
+                    position: state.position(),
+                    products: state.products(),
                     lag: part.lag,
                 };
                 (*p, status)
@@ -936,18 +924,16 @@ impl Engine {
     }
 }
 
-/// Writes the declarations of `keys`, sums input partition `partition` holds a share of, to its
-/// changelog partition.
-fn declare(
+/// Writes `records` (declarations of sums, see [`crate::state`]) to the changelog partition of
+/// input partition `partition`, in order.
+fn write_changelog(
     writer: &Output,
     changelog: &str,
-    scoping: &Scoping,
     partition: i32,
-    keys: &[ListingSumKey],
+    records: &[KeyValue],
 ) -> Result<(), OutputError> {
-    for key in keys {
-        let value = encode_declared(scoping, key);
-        writer.send(changelog, Some(partition), &declared_key(key), &value)?;
+    for record in records {
+        writer.send(changelog, Some(partition), &record.key, &record.value)?;
     }
     Ok(())
 }
