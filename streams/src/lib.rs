@@ -9,6 +9,7 @@
 pub mod aggregate;
 pub mod changelog;
 pub mod control;
+mod driver;
 pub mod filter;
 pub mod input;
 pub mod merge;

@@ -6,30 +6,29 @@
 //! beginning (it never commits offsets), keeping per (sum, input partition) the share of the
 //! highest version. Taking the highest version is idempotent and order-free, so duplicates, late
 //! writers and replays leave the totals exact; every total is emitted again after an assignment,
-//! so one lost in a crash is replaced.
+//! so one lost in a crash is replaced. It is a [`Stage`] of [`crate::driver`], as the aggregation
+//! stage is.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
 
 use marketflow_core::codec::{Codec, CodecError};
 use marketflow_core::config::Config;
 use marketflow_core::kafka::{ClientError, consumer_config};
 use marketflow_core::record::ListingSumKey;
 use marketflow_core::schema::{self, Part};
-use marketflow_core::sync::lock;
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::types::RDKafkaRespErr;
-use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 
 use crate::aggregate::{OutOfRange, Summary};
 use crate::changelog::{FormatError, decode_partial, decode_partial_key, owner_partition};
 use crate::control::Control;
+use crate::driver::{Driver, Stage, StageConsumer};
 use crate::output::{Output, OutputError};
 
 /// What stopped the merge stage.
@@ -82,64 +81,24 @@ struct Engine {
     dirty: BTreeSet<ListingSumKey>,
     emitted: Arc<AtomicU64>,
     fatal: Option<MergeError>,
-    last_flush: Instant,
 }
 
-struct Context {
-    engine: Mutex<Engine>,
-}
+impl Stage for Engine {
+    type Error = MergeError;
 
-impl Context {
-    fn engine(&self) -> MutexGuard<'_, Engine> {
-        lock(&self.engine)
+    const NAME: &'static str = "Merge stage";
+
+    fn topic(&self) -> &str {
+        &self.setup.config.streams.partials_topic
     }
-}
 
-impl ClientContext for Context {}
-
-impl ConsumerContext for Context {
-    fn rebalance(
-        &self,
-        consumer: &BaseConsumer<Self>,
-        err: RDKafkaRespErr,
-        tpl: &mut TopicPartitionList,
-    ) {
-        let mut engine = self.engine();
-        let topic = engine.setup.config.streams.partials_topic.clone();
-        if err == RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS {
-            // Read each assigned partition again from its beginning into fresh state.
-            let mut assignment = TopicPartitionList::new();
-            let partitions = engine.setup.partials_partitions;
-            let assigned: BTreeSet<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
-            engine
-                .sums
-                .retain(|key, _| !assigned.contains(&owner_partition(key, partitions)));
-            let assigned_from_beginning = assigned
-                .iter()
-                .try_for_each(|p| assignment.add_partition_offset(&topic, *p, Offset::Beginning))
-                .and_then(|()| consumer.assign(&assignment));
-            if let Err(source) = assigned_from_beginning {
-                engine.fail(MergeError::Consume { topic, source });
-            }
-            tracing::info!(partitions = ?assigned, "Sums assigned.");
-        } else {
-            // Let every emitted total land before another instance takes the sums over.
-            if let Err(error) = engine.setup.output.flush() {
-                engine.fail(error.into());
-            }
-            engine.sums.clear();
-            engine.dirty.clear();
-            // Still reading partitions another instance now owns would emit stale totals.
-            if let Err(source) = consumer.unassign() {
-                engine.fail(MergeError::Consume { topic, source });
-            }
-            tracing::info!("Sums revoked.");
+    fn consume_error(&self, source: KafkaError) -> MergeError {
+        MergeError::Consume {
+            topic: self.setup.config.streams.partials_topic.clone(),
+            source,
         }
-        engine.publish();
     }
-}
 
-impl Engine {
     fn fail(&mut self, error: MergeError) {
         tracing::error!(%error, "Merge stage failing.");
         if self.fatal.is_none() {
@@ -147,7 +106,66 @@ impl Engine {
         }
     }
 
+    fn take_fatal(&mut self) -> Option<MergeError> {
+        self.fatal.take()
+    }
+
+    fn failed(&self) -> bool {
+        self.fatal.is_some()
+    }
+
     fn process(&mut self, message: &BorrowedMessage<'_>) -> Result<(), MergeError> {
+        self.take_share(message)
+    }
+
+    fn flush(&mut self, _consumer: &StageConsumer<Self>) -> Result<(), MergeError> {
+        self.emit()
+    }
+
+    /// Reads each assigned partition again from its beginning into fresh state.
+    fn assigned(
+        &mut self,
+        _consumer: &StageConsumer<Self>,
+        tpl: &TopicPartitionList,
+    ) -> TopicPartitionList {
+        let topic = self.setup.config.streams.partials_topic.clone();
+        let partitions = self.setup.partials_partitions;
+        let assigned: BTreeSet<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+        self.sums
+            .retain(|key, _| !assigned.contains(&owner_partition(key, partitions)));
+        let mut assignment = TopicPartitionList::new();
+        if let Err(source) = assigned
+            .iter()
+            .try_for_each(|p| assignment.add_partition_offset(&topic, *p, Offset::Beginning))
+        {
+            self.fail(MergeError::Consume { topic, source });
+        }
+        tracing::info!(partitions = ?assigned, "Sums assigned.");
+        self.publish();
+        assignment
+    }
+
+    /// Lets every emitted total land before another instance takes the sums over.
+    fn revoked(&mut self, _consumer: &StageConsumer<Self>, _err: RDKafkaRespErr) {
+        if let Err(error) = self.setup.output.flush() {
+            self.fail(error.into());
+        }
+        self.sums.clear();
+        self.dirty.clear();
+        tracing::info!("Sums revoked.");
+        self.publish();
+    }
+
+    /// Emits what changed and waits for it to land, failed or not: the totals are right
+    /// whatever stopped the stage (a restart rebuilds them from the partials topic).
+    fn stop(&mut self, _consumer: &StageConsumer<Self>, _clean: bool) -> Result<(), MergeError> {
+        self.emit()?;
+        Ok(self.setup.output.flush()?)
+    }
+}
+
+impl Engine {
+    fn take_share(&mut self, message: &BorrowedMessage<'_>) -> Result<(), MergeError> {
         let topic = message.topic();
         let (Some(key), Some(value)) = (message.key(), message.payload()) else {
             return Ok(());
@@ -168,8 +186,7 @@ impl Engine {
     }
 
     /// Emits the total of every sum that changed since the last flush.
-    fn flush(&mut self) -> Result<(), MergeError> {
-        self.last_flush = Instant::now();
+    fn emit(&mut self) -> Result<(), MergeError> {
         let topic = self.setup.config.topics.listing_sums.clone();
         let keys = self
             .setup
@@ -225,8 +242,7 @@ impl Engine {
 
 /// The merge stage.
 pub struct Merger {
-    consumer: BaseConsumer<Context>,
-    shutdown: CancellationToken,
+    driver: Driver<Engine>,
 }
 
 impl Merger {
@@ -238,20 +254,17 @@ impl Merger {
         let group = format!("{}-merge", setup.config.streams.group_id);
         let mut config = consumer_config(&setup.config.kafka, &group)?;
         config.set("isolation.level", "read_committed");
+        let interval = setup.config.streams.commit_interval;
         let engine = Engine {
             setup,
             sums: HashMap::new(),
             dirty: BTreeSet::new(),
             emitted: Arc::new(AtomicU64::new(0)),
             fatal: None,
-            last_flush: Instant::now(),
         };
-        let consumer: BaseConsumer<Context> = config
-            .create_with_context(Context {
-                engine: Mutex::new(engine),
-            })
+        let driver = Driver::new(&config, engine, interval, shutdown)
             .map_err(|e| MergeError::Client(ClientError::Kafka(e)))?;
-        Ok(Self { consumer, shutdown })
+        Ok(Self { driver })
     }
 
     /// Runs until `shutdown` is cancelled or a fatal error.
@@ -259,47 +272,6 @@ impl Merger {
     /// # Errors
     /// [`MergeError`]; a restart rebuilds the totals from the partials topic.
     pub fn run(self) -> Result<(), MergeError> {
-        let context = self.consumer.context();
-        let (topic, interval) = {
-            let engine = context.engine();
-            let streams = &engine.setup.config.streams;
-            (streams.partials_topic.clone(), streams.commit_interval)
-        };
-        self.consumer
-            .subscribe(&[&topic])
-            .map_err(|source| MergeError::Consume {
-                topic: topic.clone(),
-                source,
-            })?;
-        tracing::info!(%topic, "Merge stage started.");
-        let outcome = self.work(&topic, interval);
-        let ended = {
-            let mut engine = context.engine();
-            let flushed = engine.flush();
-            flushed.and_then(|()| Ok(engine.setup.output.flush()?))
-        };
-        self.consumer.unsubscribe();
-        crate::worker::serve_revocation(&self.consumer, &topic);
-        outcome.and(ended)
-    }
-
-    fn work(&self, topic: &str, interval: Duration) -> Result<(), MergeError> {
-        let context = self.consumer.context();
-        while !self.shutdown.is_cancelled() {
-            match self.consumer.poll(Duration::from_millis(50)) {
-                None => {}
-                Some(Ok(message)) => context.engine().process(&message)?,
-                Some(Err(KafkaError::PartitionEOF(_))) => {}
-                Some(Err(error)) => tracing::warn!(%topic, %error, "Consumer error; continuing."),
-            }
-            let mut engine = context.engine();
-            if let Some(error) = engine.fatal.take() {
-                return Err(error);
-            }
-            if engine.last_flush.elapsed() >= interval {
-                engine.flush()?;
-            }
-        }
-        Ok(())
+        self.driver.run()
     }
 }

@@ -14,14 +14,15 @@
 //! commit interval commits, per partition, one transaction holding its changelog records,
 //! forwards, partial sums and input offset.
 //!
-//! It runs on its own thread with a `BaseConsumer`, so that the rebalance callback, which runs
-//! inside `poll` on that thread, can restore a partition's state before the partition's first
-//! record is read, and make everything durable before a partition is given away.
+//! It is a [`Stage`] of [`crate::driver`], which runs the poll loop (the merge stage's too): the
+//! rebalance callback, which runs inside `poll` on the stage's thread, restores a partition's
+//! state before the partition's first record is read, and makes everything durable before a
+//! partition is given away.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use marketflow_core::codec::{Codec, CodecError, schema_id};
@@ -29,17 +30,17 @@ use marketflow_core::config::Config;
 use marketflow_core::kafka::{ClientError, SendLimit, consumer_config};
 use marketflow_core::record::{Listing, ListingKey};
 use marketflow_core::schema::{self, Part};
-use marketflow_core::sync::lock;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::types::RDKafkaRespErr;
-use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 
 use crate::aggregate::{Scoping, Version};
 use crate::control::{Control, PartitionStatus};
+use crate::driver::{Driver, Stage, StageConsumer};
 use crate::filter::DropReason;
 use crate::input::{Fields, InputDecoder};
 use crate::output::{
@@ -209,28 +210,111 @@ struct Engine {
     input_partitions: i32,
     /// Partitions a misrouted record was logged for since their assignment.
     misrouted: BTreeSet<i32>,
-    paused: bool,
     fatal: Option<WorkerError>,
-    last_flush: Instant,
     last_offsets_commit: Instant,
     last_lag: Instant,
 }
 
-struct Context {
-    engine: Mutex<Engine>,
-}
+impl Stage for Engine {
+    type Error = WorkerError;
 
-impl Context {
-    fn engine(&self) -> MutexGuard<'_, Engine> {
-        lock(&self.engine)
+    const NAME: &'static str = "Aggregation stage";
+
+    fn topic(&self) -> &str {
+        &self.setup.config.topics.listings
     }
-}
 
-impl ClientContext for Context {}
+    fn consume_error(&self, source: KafkaError) -> WorkerError {
+        WorkerError::Consume {
+            topic: self.setup.config.topics.listings.clone(),
+            source,
+        }
+    }
 
-impl ConsumerContext for Context {
+    fn fail(&mut self, error: WorkerError) {
+        tracing::error!(%error, "Aggregation stage failing.");
+        if self.fatal.is_none() {
+            self.fatal = Some(error);
+        }
+    }
+
+    fn take_fatal(&mut self) -> Option<WorkerError> {
+        self.fatal.take()
+    }
+
+    fn failed(&self) -> bool {
+        self.fatal.is_some()
+    }
+
+    fn process(&mut self, message: &BorrowedMessage<'_>) -> Result<(), WorkerError> {
+        self.process_record(message)
+    }
+
+    fn flush(&mut self, consumer: &StageConsumer<Self>) -> Result<(), WorkerError> {
+        self.make_durable(consumer, false)
+    }
+
+    fn assigned(
+        &mut self,
+        consumer: &StageConsumer<Self>,
+        tpl: &TopicPartitionList,
+    ) -> TopicPartitionList {
+        self.assign(consumer, tpl)
+    }
+
+    fn revoked(&mut self, consumer: &StageConsumer<Self>, _err: RDKafkaRespErr) {
+        if self.shared().is_none() && consumer.assignment_lost() {
+            self.lose();
+        } else if self.fatal.is_none() {
+            // After a failure nothing more is made durable: the failed record's offset must not
+            // be committed.
+            match self
+                .make_durable(consumer, true)
+                .and_then(|()| self.drain())
+            {
+                Ok(()) => {}
+                // Under `exactly_once` what is not committed does not count: the next owner
+                // resumes from the last commit.
+                Err(error)
+                    if self.shared().is_none()
+                        && !matches!(error, WorkerError::Output(OutputError::Fenced { .. })) =>
+                {
+                    tracing::warn!(
+                        %error,
+                        "Committing before giving the partitions up failed; their transactions \
+                         are aborted."
+                    );
+                    self.abort_all();
+                }
+                Err(error) => self.fail(error),
+            }
+        }
+        self.parts.clear();
+        self.publish();
+        tracing::info!("Partitions revoked.");
+    }
+
+    /// After a failure nothing more is made durable: the failed record's offset must not be
+    /// committed, and open transactions are aborted (were this instance killed, the brokers
+    /// would abort them when the partitions' next owner initialises their transactional ids).
+    fn stop(&mut self, consumer: &StageConsumer<Self>, clean: bool) -> Result<(), WorkerError> {
+        let stopped = if clean {
+            self.make_durable(consumer, true)
+                .and_then(|()| self.drain())
+        } else {
+            self.abort_all();
+            Ok(())
+        };
+        self.parts.clear();
+        stopped
+    }
+
+    fn wants_paused(&self) -> bool {
+        self.setup.control.paused()
+    }
+
     /// The outcome of an asynchronous offset commit (only made under `changelog`).
-    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+    fn committed(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
         let failed = match result {
             Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {
                 offsets.elements().iter().find_map(|e| e.error().err())
@@ -239,72 +323,6 @@ impl ConsumerContext for Context {
         };
         if let Some(error) = failed {
             offsets_not_committed(&error, offsets);
-        }
-    }
-
-    fn rebalance(
-        &self,
-        consumer: &BaseConsumer<Self>,
-        err: RDKafkaRespErr,
-        tpl: &mut TopicPartitionList,
-    ) {
-        let mut engine = self.engine();
-        match err {
-            // A failed stage takes no partition on: it is stopping.
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS if engine.fatal.is_some() => {}
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                let assignment = engine.assign(consumer, tpl);
-                if let Err(source) = consumer.assign(&assignment) {
-                    let topic = engine.setup.config.topics.listings.clone();
-                    engine.fail(WorkerError::Consume { topic, source });
-                }
-                if engine.paused
-                    && let Err(source) = consumer.pause(&assignment)
-                {
-                    let topic = engine.setup.config.topics.listings.clone();
-                    engine.fail(WorkerError::Consume { topic, source });
-                }
-            }
-            _ => {
-                if err != RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS {
-                    tracing::warn!(error = ?err, "Rebalance failed; giving up the partitions.");
-                }
-                if engine.shared().is_none() && consumer.assignment_lost() {
-                    engine.lose();
-                } else if engine.fatal.is_none() {
-                    // After a failure nothing more is made durable: the failed record's
-                    // offset must not be committed.
-                    match engine.flush(consumer, true).and_then(|()| engine.drain()) {
-                        Ok(()) => {}
-                        // Under `exactly_once` what is not committed does not count: the next
-                        // owner resumes from the last commit.
-                        Err(error)
-                            if engine.shared().is_none()
-                                && !matches!(
-                                    error,
-                                    WorkerError::Output(OutputError::Fenced { .. })
-                                ) =>
-                        {
-                            tracing::warn!(
-                                %error,
-                                "Committing before giving the partitions up failed; their \
-                                 transactions are aborted."
-                            );
-                            engine.abort_all();
-                        }
-                        Err(error) => engine.fail(error),
-                    }
-                }
-                engine.parts.clear();
-                engine.publish();
-                // Still reading partitions another instance now owns would process their
-                // records without their state.
-                if let Err(source) = consumer.unassign() {
-                    let topic = engine.setup.config.topics.listings.clone();
-                    engine.fail(WorkerError::Consume { topic, source });
-                }
-                tracing::info!("Partitions revoked.");
-            }
         }
     }
 }
@@ -318,13 +336,6 @@ impl Engine {
         }
     }
 
-    fn fail(&mut self, error: WorkerError) {
-        tracing::error!(%error, "Aggregation stage failing.");
-        if self.fatal.is_none() {
-            self.fatal = Some(error);
-        }
-    }
-
     /// Restores each assigned partition (under `exactly_once` after initialising its producer)
     /// and returns the assignment starting at the group's committed offset: everything before it
     /// was processed and everything sent for it delivered (the producer is flushed before each
@@ -333,7 +344,7 @@ impl Engine {
     /// `process`); with no committed offset, from the beginning.
     fn assign(
         &mut self,
-        consumer: &BaseConsumer<Context>,
+        consumer: &StageConsumer<Self>,
         tpl: &TopicPartitionList,
     ) -> TopicPartitionList {
         let topic = self.setup.config.topics.listings.clone();
@@ -460,7 +471,7 @@ impl Engine {
     /// forward twice, so it is retried, then the stage fails.
     fn committed(
         &self,
-        consumer: &BaseConsumer<Context>,
+        consumer: &StageConsumer<Self>,
         tpl: &TopicPartitionList,
     ) -> Result<BTreeMap<i32, i64>, WorkerError> {
         let mut attempt = 1;
@@ -497,7 +508,7 @@ impl Engine {
 
     /// Processes one input record: decodes it, has its partition plan it, forwards it when the
     /// plan says so, and writes what the partition returns (see [`crate::partition`]).
-    fn process(&mut self, message: &BorrowedMessage<'_>) -> Result<(), WorkerError> {
+    fn process_record(&mut self, message: &BorrowedMessage<'_>) -> Result<(), WorkerError> {
         let partition = message.partition();
         let offset = message.offset();
         let timestamp = message.timestamp().to_millis().unwrap_or(0);
@@ -748,8 +759,11 @@ impl Engine {
     /// partition's transaction (its changelog records, forwards and shares). Under `changelog`,
     /// once the producer has delivered everything sent for them (forwards and changelog
     /// records), so that a restart from the committed offset loses no forward.
-    fn flush(&mut self, consumer: &BaseConsumer<Context>, last: bool) -> Result<(), WorkerError> {
-        self.last_flush = Instant::now();
+    fn make_durable(
+        &mut self,
+        consumer: &StageConsumer<Self>,
+        last: bool,
+    ) -> Result<(), WorkerError> {
         let input = &self.setup.config.topics.listings;
         let partials_topic = &self.setup.config.streams.partials_topic;
         let group = match self.shared() {
@@ -809,7 +823,7 @@ impl Engine {
                 shared.flush()?;
                 // Asynchronous is enough: a commit lost to a crash only means reading again, and
                 // forwarding again, what the state already reflects. Its outcome arrives in
-                // `Context::commit_callback`; a refusal to even start it is counted here alike.
+                // `Stage::committed`; a refusal to even start it is counted here alike.
                 if let Err(error) = consumer.commit(&offsets, CommitMode::Async) {
                     offsets_not_committed(&error, &offsets);
                 }
@@ -879,7 +893,7 @@ impl Engine {
         }
     }
 
-    fn measure_lag(&mut self, consumer: &BaseConsumer<Context>) {
+    fn measure_lag(&mut self, consumer: &StageConsumer<Self>) {
         self.last_lag = Instant::now();
         let topic = &self.setup.config.topics.listings;
         let mut total = 0;
@@ -955,20 +969,9 @@ fn offsets_not_committed(error: &KafkaError, offsets: &TopicPartitionList) {
     metrics::counter!("streams_offset_commit_failures_total").increment(1);
 }
 
-/// Polls once after unsubscribing, so that the revocation is served. A record polled now is not
-/// processed, and its offset not committed: whoever owns its partition next reads it.
-pub(crate) fn serve_revocation<C: ConsumerContext>(consumer: &BaseConsumer<C>, topic: &str) {
-    if let Some(Err(error)) = consumer.poll(Duration::from_millis(100))
-        && !matches!(error, KafkaError::PartitionEOF(_))
-    {
-        tracing::warn!(%topic, %error, "Consumer error while leaving the group; ignored.");
-    }
-}
-
 /// The aggregation stage.
 pub struct Worker {
-    consumer: BaseConsumer<Context>,
-    shutdown: CancellationToken,
+    driver: Driver<Engine>,
 }
 
 impl Worker {
@@ -1012,19 +1015,15 @@ impl Worker {
             partitioner,
             input_partitions: setup.input_partitions,
             misrouted: BTreeSet::new(),
-            paused: false,
             fatal: None,
-            last_flush: Instant::now(),
             last_offsets_commit: Instant::now(),
             last_lag: Instant::now(),
             setup,
         };
-        let consumer: BaseConsumer<Context> = config
-            .create_with_context(Context {
-                engine: Mutex::new(engine),
-            })
+        let interval = engine.setup.config.streams.commit_interval;
+        let driver = Driver::new(&config, engine, interval, shutdown)
             .map_err(|e| WorkerError::Client(ClientError::Kafka(e)))?;
-        Ok(Self { consumer, shutdown })
+        Ok(Self { driver })
     }
 
     /// Runs until `shutdown` is cancelled or a fatal error.
@@ -1032,98 +1031,6 @@ impl Worker {
     /// # Errors
     /// [`WorkerError`]; the durable state stays consistent, a restart resumes from it.
     pub fn run(self) -> Result<(), WorkerError> {
-        let topic = self
-            .consumer
-            .context()
-            .engine()
-            .setup
-            .config
-            .topics
-            .listings
-            .clone();
-        let interval = self
-            .consumer
-            .context()
-            .engine()
-            .setup
-            .config
-            .streams
-            .commit_interval;
-        self.consumer
-            .subscribe(&[&topic])
-            .map_err(|source| WorkerError::Consume {
-                topic: topic.clone(),
-                source,
-            })?;
-        tracing::info!(%topic, "Aggregation stage started.");
-        let outcome = self.work(&topic, interval);
-        // Leave the group cleanly: the revoke callback makes everything durable.
-        let ended = {
-            let mut engine = self.consumer.context().engine();
-            // After a failure nothing more is made durable: the failed record's offset must not
-            // be committed, and open transactions are aborted (were this instance killed, the
-            // brokers would abort them when the partitions' next owner initialises their
-            // transactional ids).
-            let flushed = if outcome.is_ok() && engine.fatal.is_none() {
-                engine
-                    .flush(&self.consumer, true)
-                    .and_then(|()| engine.drain())
-            } else {
-                engine.abort_all();
-                Ok(())
-            };
-            engine.parts.clear();
-            flushed
-        };
-        self.consumer.unsubscribe();
-        serve_revocation(&self.consumer, &topic);
-        outcome.and(ended)
-    }
-
-    fn work(&self, topic: &str, interval: Duration) -> Result<(), WorkerError> {
-        let context = self.consumer.context();
-        while !self.shutdown.is_cancelled() {
-            self.follow_control()?;
-            match self.consumer.poll(Duration::from_millis(50)) {
-                None => {}
-                Some(Ok(message)) => context.engine().process(&message)?,
-                Some(Err(KafkaError::PartitionEOF(_))) => {}
-                Some(Err(error)) => tracing::warn!(%topic, %error, "Consumer error; continuing."),
-            }
-            let mut engine = context.engine();
-            if let Some(error) = engine.fatal.take() {
-                return Err(error);
-            }
-            if engine.last_flush.elapsed() >= interval {
-                engine.flush(&self.consumer, false)?;
-            }
-        }
-        Ok(())
-    }
-
-    fn follow_control(&self) -> Result<(), WorkerError> {
-        let mut engine = self.consumer.context().engine();
-        let wanted = engine.setup.control.paused();
-        if wanted == engine.paused {
-            return Ok(());
-        }
-        let assignment = self
-            .consumer
-            .assignment()
-            .map_err(|source| WorkerError::Consume {
-                topic: engine.setup.config.topics.listings.clone(),
-                source,
-            })?;
-        let changed = if wanted {
-            self.consumer.pause(&assignment)
-        } else {
-            self.consumer.resume(&assignment)
-        };
-        changed.map_err(|source| WorkerError::Consume {
-            topic: engine.setup.config.topics.listings.clone(),
-            source,
-        })?;
-        engine.paused = wanted;
-        Ok(())
+        self.driver.run()
     }
 }
