@@ -30,7 +30,7 @@ use marketflow_core::config::Config;
 use marketflow_core::kafka::{ClientError, SendLimit, consumer_config};
 use marketflow_core::record::{Listing, ListingKey};
 use marketflow_core::schema::{self, Part};
-use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::consumer::{CommitMode, Consumer, ConsumerGroupMetadata};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::types::RDKafkaRespErr;
@@ -38,7 +38,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 
-use crate::aggregate::{Scoping, Version};
+use crate::aggregate::{Aggregator, Scoping, Version};
 use crate::control::{Control, PartitionStatus};
 use crate::driver::{Driver, Stage, StageConsumer};
 use crate::filter::DropReason;
@@ -347,87 +347,32 @@ impl Engine {
         consumer: &StageConsumer<Self>,
         tpl: &TopicPartitionList,
     ) -> TopicPartitionList {
-        let topic = self.setup.config.topics.listings.clone();
-        let mut positioned = TopicPartitionList::new();
+        let began = Instant::now();
         let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
-        // Adding partitions to the input starts a rebalance: the count is read again here.
-        if let Ok(metadata) = consumer.fetch_metadata(Some(&topic), COMMITTED_TIMEOUT)
-            && let Some(found) = metadata.topics().first().map(|t| t.partitions().len())
-            && found > 0
-        {
-            self.input_partitions = i32::try_from(found).unwrap_or(i32::MAX);
-        }
+        self.count_input_partitions(consumer);
         self.misrouted.clear();
-        // Under `exactly_once` the partitions' producers come first: initialising them aborts
-        // whatever the last owners left open, so that the restore reads committed changes only,
-        // all of them.
-        let mut writers = BTreeMap::new();
-        for partition in &partitions {
-            match self.writer(*partition) {
-                Ok(writer) => {
-                    writers.insert(*partition, writer);
-                }
-                Err(error) => {
-                    self.fail(error.into());
-                    return positioned;
-                }
-            }
-        }
-        let mut restored = self.restorer.restore(&partitions);
-        let mut attempt = 1;
-        while let Err(error) = &restored
-            && error.is_retryable()
-            && attempt < ATTEMPTS
-        {
-            tracing::warn!(%error, attempt, "Restore failed; retrying.");
-            std::thread::sleep(Duration::from_secs(1));
-            restored = self.restorer.restore(&partitions);
-            attempt += 1;
-        }
-        let states = match restored {
-            Ok(states) => states,
-            Err(error) => {
-                self.fail(error.into());
-                return positioned;
-            }
-        };
-        let committed = match self.committed(consumer, tpl) {
-            Ok(committed) => committed,
+        let prepared = self.writers(&partitions).and_then(|writers| {
+            let states = self.restore(&partitions)?;
+            Ok((writers, states, self.committed(consumer, tpl)?))
+        });
+        let (mut writers, states, committed) = match prepared {
+            Ok(prepared) => prepared,
             Err(error) => {
                 self.fail(error);
-                return positioned;
+                return TopicPartitionList::new();
             }
         };
+        let restored_in = began.elapsed();
+        let topic = self.setup.config.topics.listings.clone();
+        let mut positioned = TopicPartitionList::new();
         for (partition, state) in states {
             let Some(writer) = writers.remove(&partition) else {
                 continue;
             };
-            // A changelog written before sums were declared: what it holds is declared now,
-            // before compaction can lose it. Every share is announced again: one sent before a
-            // crash may not have landed.
-            let (restored, declarations) = Partition::restored(
-                partition,
-                state,
-                self.scoping.clone(),
-                self.setup.config.streams.max_price,
-            );
-            let changelog = &self.setup.config.streams.changelog_topic;
-            if let Err(error) = write_changelog(&writer, changelog, partition, &declarations) {
-                self.fail(error.into());
-            }
+            self.take_on(partition, state, writer);
             let start = committed
                 .get(&partition)
                 .map_or(Offset::Beginning, |c| Offset::Offset(*c));
-            self.parts.insert(
-                partition,
-                Owned {
-                    partition: restored,
-                    lag: None,
-                    committed: None,
-                    uncommitted: Vec::new(),
-                    writer,
-                },
-            );
             if let Err(source) = positioned.add_partition_offset(&topic, partition, start) {
                 self.fail(WorkerError::Consume {
                     topic: topic.clone(),
@@ -437,9 +382,76 @@ impl Engine {
         }
         // The first commit comes a full interval after input starts flowing, not mid-burst.
         self.last_offsets_commit = Instant::now();
-        tracing::info!(partitions = ?self.parts.keys().collect::<Vec<_>>(), "Partitions assigned.");
+        tracing::info!(
+            partitions = ?self.parts.keys().collect::<Vec<_>>(),
+            restored_in = ?restored_in,
+            "Partitions assigned."
+        );
         self.publish();
         positioned
+    }
+
+    /// Reads the input's partition count again: adding partitions to it starts a rebalance.
+    fn count_input_partitions(&mut self, consumer: &StageConsumer<Self>) {
+        let topic = &self.setup.config.topics.listings;
+        if let Ok(metadata) = consumer.fetch_metadata(Some(topic), COMMITTED_TIMEOUT)
+            && let Some(found) = metadata.topics().first().map(|t| t.partitions().len())
+            && found > 0
+        {
+            self.input_partitions = i32::try_from(found).unwrap_or(i32::MAX);
+        }
+    }
+
+    /// The producers of `partitions`. Under `exactly_once` they come before the restore:
+    /// initialising them aborts whatever the last owners left open, so that the restore reads
+    /// committed changes only, all of them.
+    fn writers(&self, partitions: &[i32]) -> Result<BTreeMap<i32, Arc<Output>>, WorkerError> {
+        partitions
+            .iter()
+            .map(|partition| Ok((*partition, self.writer(*partition)?)))
+            .collect()
+    }
+
+    /// The states of `partitions` restored from the changelog, tried again while that may help.
+    fn restore(&self, partitions: &[i32]) -> Result<BTreeMap<i32, Aggregator>, WorkerError> {
+        let mut attempt = 1;
+        loop {
+            match self.restorer.restore(partitions) {
+                Ok(states) => return Ok(states),
+                Err(error) if error.is_retryable() && attempt < ATTEMPTS => {
+                    tracing::warn!(%error, attempt, "Restore failed; retrying.");
+                    std::thread::sleep(Duration::from_secs(1));
+                    attempt += 1;
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
+    }
+
+    /// Owns input partition `partition` from now on, from its restored `state`. A changelog
+    /// written before sums were declared: what it holds is declared now, before compaction can
+    /// lose it. Every share is announced again: one sent before a crash may not have landed.
+    fn take_on(&mut self, partition: i32, state: Aggregator, writer: Arc<Output>) {
+        let (restored, declarations) = Partition::restored(
+            partition,
+            state,
+            self.scoping.clone(),
+            self.setup.config.streams.max_price,
+        );
+        let changelog = &self.setup.config.streams.changelog_topic;
+        if let Err(error) = write_changelog(&writer, changelog, partition, &declarations) {
+            self.fail(error.into());
+        }
+        self.parts.insert(
+            partition,
+            Owned {
+                partition: restored,
+                lag: None,
+                committed: None,
+                uncommitted: Vec::new(),
+                writer,
+            },
+        );
     }
 
     /// The producer of input partition `partition`: the shared one, or under `exactly_once` a
@@ -779,6 +791,8 @@ impl Engine {
             source,
         };
         let mut offsets = TopicPartitionList::new();
+        // Under `exactly_once`, the partitions whose transactions commit now.
+        let mut due = Vec::new();
         for (partition, part) in &mut self.parts {
             let flushed = part.partition.flush(self.setup.partials_partitions);
             for partial in &flushed.partials {
@@ -799,19 +813,13 @@ impl Engine {
                     .add_partition_offset(input, *partition, next)
                     .map_err(consume_error)?;
             }
-            if let Some(group) = &group
-                && (part.writer.in_transaction() || flushed.commit != part.committed)
+            if group.is_some() && (part.writer.in_transaction() || flushed.commit != part.committed)
             {
-                part.writer.commit(&own, group)?;
-                part.committed = flushed.commit;
-                let durable = epoch_millis();
-                let latency = metrics::histogram!(END_TO_END_SECONDS);
-                for since in part.uncommitted.drain(..) {
-                    if let Some(seconds) = end_to_end_seconds(since, durable) {
-                        latency.record(seconds);
-                    }
-                }
+                due.push((*partition, part.writer.clone(), own, flushed.commit));
             }
+        }
+        if let Some(group) = &group {
+            self.commit_transactions(due, group)?;
         }
         if let Some(shared) = self.shared().cloned() {
             if offsets.count() > 0
@@ -835,6 +843,58 @@ impl Engine {
         }
         self.publish();
         Ok(())
+    }
+
+    /// Under `exactly_once`, commits the transactions of the partitions `due` (each with its
+    /// input offset), side by side: each is a few round trips to the brokers, and one after the
+    /// other they held the stage up for several of them every commit interval. Every partition
+    /// is tried; the first error, in partition order, stops the stage.
+    fn commit_transactions(
+        &mut self,
+        due: Vec<(i32, Arc<Output>, TopicPartitionList, Option<i64>)>,
+        group: &ConsumerGroupMetadata,
+    ) -> Result<(), WorkerError> {
+        let outcomes: Vec<(i32, Option<i64>, Result<(), OutputError>)> =
+            std::thread::scope(|scope| {
+                let running: Vec<_> = due
+                    .into_iter()
+                    .map(|(partition, writer, own, next)| {
+                        (
+                            partition,
+                            next,
+                            scope.spawn(move || writer.commit(&own, group)),
+                        )
+                    })
+                    .collect();
+                running
+                    .into_iter()
+                    .map(|(partition, next, commit)| {
+                        let outcome = commit
+                            .join()
+                            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+                        (partition, next, outcome)
+                    })
+                    .collect()
+            });
+        let mut failed = None;
+        for (partition, next, outcome) in outcomes {
+            let Some(part) = self.parts.get_mut(&partition) else {
+                continue;
+            };
+            if let Err(error) = outcome {
+                failed.get_or_insert(error);
+                continue;
+            }
+            part.committed = next;
+            let durable = epoch_millis();
+            let latency = metrics::histogram!(END_TO_END_SECONDS);
+            for since in part.uncommitted.drain(..) {
+                if let Some(seconds) = end_to_end_seconds(since, durable) {
+                    latency.record(seconds);
+                }
+            }
+        }
+        failed.map_or(Ok(()), |error| Err(error.into()))
     }
 
     /// Waits until the shared producer has delivered everything it was given (under
