@@ -41,14 +41,24 @@ pub trait Stage: Send + Sized + 'static {
     /// The stage's error for a consumer call that failed.
     fn consume_error(&self, source: KafkaError) -> Self::Error;
 
-    /// Keeps the first fatal error (logged), for the poll loop to stop with.
-    fn fail(&mut self, error: Self::Error);
+    /// Where the stage keeps its first fatal error, for the poll loop to stop with.
+    fn fatal_slot(&mut self) -> &mut Option<Self::Error>;
+
+    /// Keeps `error` (logged) unless an earlier one is kept.
+    fn fail(&mut self, error: Self::Error) {
+        tracing::error!(%error, "{} failing.", Self::NAME);
+        self.fatal_slot().get_or_insert(error);
+    }
 
     /// The fatal error, if one was kept.
-    fn take_fatal(&mut self) -> Option<Self::Error>;
+    fn take_fatal(&mut self) -> Option<Self::Error> {
+        self.fatal_slot().take()
+    }
 
     /// Whether a fatal error was kept: a failed stage takes no partition on.
-    fn failed(&self) -> bool;
+    fn failed(&mut self) -> bool {
+        self.fatal_slot().is_some()
+    }
 
     /// Processes one record.
     ///

@@ -108,16 +108,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
         blocking(move || Output::probe_transactions(&kafka_config, &group_id)).await??;
     }
     let topics = prepare_topics(&config).await?;
-    let affordable = &config.topics.listings_affordable;
-    let limit = SendLimit::new(
-        &config.kafka,
-        kafka::max_message_bytes(&config.kafka, affordable).await,
-    );
-    tracing::info!(
-        topic = %affordable,
-        bytes = limit.bytes(),
-        "Listings larger than this cannot be forwarded; they are dropped as unsendable."
-    );
+    let limit = forward_limit(&config).await;
     let writers = match streams.guarantee {
         StreamsGuarantee::Changelog => {
             Writers::Shared(Arc::new(Output::new(&config.kafka, limit)?))
@@ -129,21 +120,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
     let codec = Arc::new(Codec::new(&config.registry)?);
     let forward = worker::register_forward(&codec, &config.topics.listings_affordable).await?;
 
-    let control = Arc::new(Control::new(Status {
-        semantics: match streams.semantics {
-            StreamsSemantics::Distinct => "distinct",
-            StreamsSemantics::Append => "append",
-        }
-        .to_owned(),
-        guarantee: match streams.guarantee {
-            StreamsGuarantee::Changelog => "changelog",
-            StreamsGuarantee::ExactlyOnce => "exactly_once",
-        }
-        .to_owned(),
-        group_id: streams.group_id.clone(),
-        input_topic: config.topics.listings.clone(),
-        ..Status::default()
-    }));
+    let control = Arc::new(Control::new(initial_status(&config)));
     let metrics = admin::install_metrics()?;
     admin::serve(
         streams.admin_addr,
@@ -183,23 +160,62 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
         },
         stop.clone(),
     )?;
-    let stop_worker = stop.clone();
-    let worker = tokio::task::spawn_blocking(move || {
-        let outcome = worker.run();
-        stop_worker.cancel();
-        outcome
-    });
-    let stop_merger = stop.clone();
-    let merger = tokio::task::spawn_blocking(move || {
-        let outcome = merger.run();
-        stop_merger.cancel();
-        outcome
-    });
+    let worker = on_thread(stop.clone(), move || worker.run());
+    let merger = on_thread(stop, move || merger.run());
     let (worker, merger) = tokio::join!(worker, merger);
     worker.map_err(|e| Error::Join(e.to_string()))??;
     merger.map_err(|e| Error::Join(e.to_string()))??;
     tracing::info!("Streams stopped.");
     Ok(())
+}
+
+/// The largest listing that can be forwarded: the producer's limit or the affordable topic's
+/// `max.message.bytes`, whichever is lower (logged).
+async fn forward_limit(config: &Config) -> SendLimit {
+    let affordable = &config.topics.listings_affordable;
+    let limit = SendLimit::new(
+        &config.kafka,
+        kafka::max_message_bytes(&config.kafka, affordable).await,
+    );
+    tracing::info!(
+        topic = %affordable,
+        bytes = limit.bytes(),
+        "Listings larger than this cannot be forwarded; they are dropped as unsendable."
+    );
+    limit
+}
+
+/// Runs a stage on a blocking thread of its own; when it ends, for any reason, `stop` is
+/// cancelled, so that the other stage stops too.
+fn on_thread<E: Send + 'static>(
+    stop: CancellationToken,
+    stage: impl FnOnce() -> Result<(), E> + Send + 'static,
+) -> tokio::task::JoinHandle<Result<(), E>> {
+    tokio::task::spawn_blocking(move || {
+        let outcome = stage();
+        stop.cancel();
+        outcome
+    })
+}
+
+/// The status the admin routes show before the stages report.
+fn initial_status(config: &Config) -> Status {
+    let streams = &config.streams;
+    Status {
+        semantics: match streams.semantics {
+            StreamsSemantics::Distinct => "distinct",
+            StreamsSemantics::Append => "append",
+        }
+        .to_owned(),
+        guarantee: match streams.guarantee {
+            StreamsGuarantee::Changelog => "changelog",
+            StreamsGuarantee::ExactlyOnce => "exactly_once",
+        }
+        .to_owned(),
+        group_id: streams.group_id.clone(),
+        input_topic: config.topics.listings.clone(),
+        ..Status::default()
+    }
 }
 
 fn validate(config: &Config) -> Result<(), Error> {

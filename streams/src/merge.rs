@@ -99,19 +99,8 @@ impl Stage for Engine {
         }
     }
 
-    fn fail(&mut self, error: MergeError) {
-        tracing::error!(%error, "Merge stage failing.");
-        if self.fatal.is_none() {
-            self.fatal = Some(error);
-        }
-    }
-
-    fn take_fatal(&mut self) -> Option<MergeError> {
-        self.fatal.take()
-    }
-
-    fn failed(&self) -> bool {
-        self.fatal.is_some()
+    fn fatal_slot(&mut self) -> &mut Option<MergeError> {
+        &mut self.fatal
     }
 
     fn process(&mut self, message: &BorrowedMessage<'_>) -> Result<(), MergeError> {

@@ -231,19 +231,8 @@ impl Stage for Engine {
         }
     }
 
-    fn fail(&mut self, error: WorkerError) {
-        tracing::error!(%error, "Aggregation stage failing.");
-        if self.fatal.is_none() {
-            self.fatal = Some(error);
-        }
-    }
-
-    fn take_fatal(&mut self) -> Option<WorkerError> {
-        self.fatal.take()
-    }
-
-    fn failed(&self) -> bool {
-        self.fatal.is_some()
+    fn fatal_slot(&mut self) -> &mut Option<WorkerError> {
+        &mut self.fatal
     }
 
     fn process(&mut self, message: &BorrowedMessage<'_>) -> Result<(), WorkerError> {

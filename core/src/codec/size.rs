@@ -57,13 +57,7 @@ pub fn decoded_size<S: std::borrow::Borrow<Schema>>(
     body: &[u8],
     max: usize,
 ) -> Result<usize, Refusal> {
-    let mut walk = Walk {
-        names,
-        body,
-        used: 0,
-        max,
-    };
-    walk.charge(size_of::<Value>())?;
+    let mut walk = Walk::new(names, body, max)?;
     walk.value(schema, None, 0)?;
     Ok(walk.used)
 }
@@ -97,13 +91,7 @@ pub fn project<'b, S: std::borrow::Borrow<Schema>>(
     max: usize,
     wanted: &[&str],
 ) -> Result<Option<Vec<Option<Scalar<'b>>>>, Refusal> {
-    let mut walk = Walk {
-        names,
-        body,
-        used: 0,
-        max,
-    };
-    walk.charge(size_of::<Value>())?;
+    let mut walk = Walk::new(names, body, max)?;
     let Schema::Record(RecordSchema { name, fields, .. }) = schema else {
         walk.value(schema, None, 0)?;
         return Ok(None);
@@ -170,7 +158,19 @@ fn malformed(what: impl Into<String>) -> Refusal {
     Refusal::Malformed(what.into())
 }
 
-impl<'b, S: std::borrow::Borrow<Schema>> Walk<'_, 'b, S> {
+impl<'a, 'b, S: std::borrow::Borrow<Schema>> Walk<'a, 'b, S> {
+    /// A walk of `body`, the top value's own size charged.
+    fn new(names: &'a HashMap<Name, S>, body: &'b [u8], max: usize) -> Result<Self, Refusal> {
+        let mut walk = Walk {
+            names,
+            body,
+            used: 0,
+            max,
+        };
+        walk.charge(size_of::<Value>())?;
+        Ok(walk)
+    }
+
     fn charge(&mut self, bytes: usize) -> Result<(), Refusal> {
         self.used = self.used.saturating_add(bytes);
         if self.used > self.max {
