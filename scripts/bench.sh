@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Benchmarks against the local cluster: scripts/bench.sh scraper|sink|streams [args...]
-# Each prints its figures as ratios against a baseline measured in the same run.
+# Benchmarks against the local cluster: scripts/bench.sh scraper|sink|streams|market|e2e [args...]
+# Each prints its figures as ratios against a baseline measured in the same run; e2e prints the
+# whole pipeline's end-to-end latency and memory at a steady rate against issue 11's targets.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 name=${1:-}

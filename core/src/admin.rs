@@ -11,6 +11,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Request, State};
@@ -56,6 +57,26 @@ pub fn install_metrics() -> Result<PrometheusHandle, AdminError> {
         .map_err(|e| AdminError::Recorder(e.to_string()))
 }
 
+/// How often the recorder's histograms drain their samples into its summaries.
+const UPKEEP: Duration = Duration::from_secs(5);
+
+/// Runs the recorder's upkeep every [`UPKEEP`] until `shutdown`. A recorder installed with
+/// `install_recorder` leaves it to its caller: without it every histogram sample (16 bytes) is
+/// kept until `/metrics` is read, tens of MiB an hour per latency histogram at 1,000 records/s
+/// with nothing scraping, and a late read's quantiles cover only the newest samples.
+fn spawn_upkeep(metrics: PrometheusHandle, shutdown: CancellationToken) {
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(UPKEEP);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticks.tick() => metrics.run_upkeep(),
+                () = shutdown.cancelled() => return,
+            }
+        }
+    });
+}
+
 /// Binds `addr` and serves `/metrics`, `/healthz` and `extra` until `shutdown` is cancelled;
 /// mutating requests need `token` when it is set (see the module's documentation). Returns the
 /// bound address (useful when `addr` has port 0) once listening.
@@ -83,6 +104,7 @@ pub async fn serve(
         origin: format!("http://{bound}"),
         token: token.cloned(),
     });
+    spawn_upkeep(metrics.clone(), shutdown.clone());
     let app = Router::new()
         .route(
             "/metrics",

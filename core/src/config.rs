@@ -430,7 +430,7 @@ impl Default for SinkConfig {
             fields_include: Vec::new(),
             fields_exclude: Vec::new(),
             batch_size: 500,
-            batch_max_age: Duration::from_millis(500),
+            batch_max_age: Duration::from_millis(100),
             commit_interval: Duration::from_secs(1),
             delete_enabled: true,
             auto_create: true,
