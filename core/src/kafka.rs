@@ -68,17 +68,21 @@ pub enum ClientError {
 /// says (KIP-74), and librdkafka raises `fetch.max.bytes` to `message.max.bytes` by itself.
 pub const BROKER_MESSAGE_MAX_BYTES: usize = 1_048_588;
 
-/// What one client may buffer, in KiB: a consumer's prefetch (`queued.max.messages.kbytes`)
-/// and a producer's queue (`queue.buffering.max.kbytes`). librdkafka's defaults (64 MiB and
-/// 1 GiB) made a client's buffers, not the program's work, its memory: streams over 1,000,000
-/// listings peaked at 243 MiB with them, 124 MiB at 16 MiB, 94 MiB at 4 MiB, at no cost in rate
-/// measured in the same runs. 4 MiB still holds some 6,000 listings ahead of a stage, refetched
-/// within [`FETCH_QUEUE_BACKOFF_MS`], and a full producer queue is waited on, never a loss.
-/// `[kafka.properties]` can set either.
-pub const BUFFER_KBYTES: usize = 4 * 1024;
+/// What a producer may queue, in KiB (`queue.buffering.max.kbytes`). librdkafka's default
+/// (1 GiB) would make the queue, not the program's work, its memory; a full queue is waited on,
+/// never a loss. `[kafka.properties]` can set it.
+pub const QUEUE_KBYTES: usize = 4 * 1024;
+
+/// What a consumer may prefetch, in KiB (`queued.max.messages.kbytes`; librdkafka's default is
+/// 64 MiB). librdkafka also caps a fetch response at it (`fetch.max.bytes`), so it must hold a
+/// record batch of up to the broker's limit from every partition a broker leads: at 4 MiB a
+/// fetch of three partitions of near-1 MiB records stalled a stage for good (a CI run's
+/// streams hostile-input test). 16 MiB is that for 15 partitions a broker. `[kafka.properties]`
+/// can set it.
+pub const PREFETCH_KBYTES: usize = 16 * 1024;
 
 /// How long a consumer whose prefetch is full waits before fetching again, in milliseconds.
-/// librdkafka's default (1,000) is meant for its 64 MiB prefetch: with [`BUFFER_KBYTES`] a stage
+/// librdkafka's default (1,000) is meant for its 64 MiB prefetch: with [`PREFETCH_KBYTES`] a stage
 /// drains the queue in a fraction of that and then sat idle (streams read in bursts, about 20 %
 /// slower over 300,000 listings); its documentation says to lower it with the queue.
 pub const FETCH_QUEUE_BACKOFF_MS: u64 = 20;
@@ -236,7 +240,7 @@ fn base_config(
 }
 
 /// The producer's configuration: idempotent, `acks=all`, records up to the broker's size limit
-/// ([`BROKER_MESSAGE_MAX_BYTES`]), a queue of [`BUFFER_KBYTES`], then the passthrough
+/// ([`BROKER_MESSAGE_MAX_BYTES`]), a queue of [`QUEUE_KBYTES`], then the passthrough
 /// properties.
 ///
 /// # Errors
@@ -248,7 +252,7 @@ pub fn producer_config(kafka: &KafkaConfig) -> Result<ClientConfig, ClientError>
         .set("acks", "all")
         .set("linger.ms", "5")
         .set("message.max.bytes", BROKER_MESSAGE_MAX_BYTES.to_string())
-        .set("queue.buffering.max.kbytes", BUFFER_KBYTES.to_string());
+        .set("queue.buffering.max.kbytes", QUEUE_KBYTES.to_string());
     for (key, value) in base_config(kafka, PRODUCER_GUARDS)?.config_map() {
         config.set(key, value);
     }
@@ -264,7 +268,7 @@ pub fn create_producer(kafka: &KafkaConfig) -> Result<FutureProducer, ClientErro
 }
 
 /// The consumer's configuration: group `group_id`, no automatic commits or offset stores,
-/// starting from the earliest offset of a new group, a prefetch of [`BUFFER_KBYTES`] fetched
+/// starting from the earliest offset of a new group, a prefetch of [`PREFETCH_KBYTES`] fetched
 /// again [`FETCH_QUEUE_BACKOFF_MS`] after it fills, then the passthrough properties.
 ///
 /// # Errors
@@ -276,7 +280,7 @@ pub fn consumer_config(kafka: &KafkaConfig, group_id: &str) -> Result<ClientConf
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
-        .set("queued.max.messages.kbytes", BUFFER_KBYTES.to_string())
+        .set("queued.max.messages.kbytes", PREFETCH_KBYTES.to_string())
         .set("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS.to_string());
     for (key, value) in base_config(kafka, CONSUMER_GUARDS)?.config_map() {
         config.set(key, value);
