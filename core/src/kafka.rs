@@ -75,9 +75,10 @@ pub const QUEUE_KBYTES: usize = 4 * 1024;
 
 /// What a consumer may prefetch, in KiB (`queued.max.messages.kbytes`; librdkafka's default is
 /// 64 MiB). librdkafka also caps a fetch response at it (`fetch.max.bytes`), so it must hold a
-/// record batch of up to the broker's limit from every partition a broker leads: at 4 MiB a
-/// fetch of three partitions of near-1 MiB records stalled a stage for good (a CI run's
-/// streams hostile-input test). 16 MiB is that for 15 partitions a broker. `[kafka.properties]`
+/// record batch of up to the broker's limit from every partition a broker leads. With 4 MiB,
+/// streams stopped reading for good among near-1 MiB records in one CI run of its
+/// hostile-input test (not reproduced here; that cap is the likely cause). 16 MiB holds such a
+/// batch from 15 partitions a broker. `[kafka.properties]`
 /// can set it.
 pub const PREFETCH_KBYTES: usize = 16 * 1024;
 
