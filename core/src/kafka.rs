@@ -68,26 +68,6 @@ pub enum ClientError {
 /// says (KIP-74), and librdkafka raises `fetch.max.bytes` to `message.max.bytes` by itself.
 pub const BROKER_MESSAGE_MAX_BYTES: usize = 1_048_588;
 
-/// What a producer may queue, in KiB (`queue.buffering.max.kbytes`). librdkafka's default
-/// (1 GiB) would make the queue, not the program's work, its memory; a full queue is waited on,
-/// never a loss. `[kafka.properties]` can set it.
-pub const QUEUE_KBYTES: usize = 4 * 1024;
-
-/// What a consumer may prefetch, in KiB (`queued.max.messages.kbytes`; librdkafka's default is
-/// 64 MiB). librdkafka also caps a fetch response at it (`fetch.max.bytes`), so it must hold a
-/// record batch of up to the broker's limit from every partition a broker leads. With 4 MiB,
-/// streams stopped reading for good among near-1 MiB records in one CI run of its
-/// hostile-input test (not reproduced here; that cap is the likely cause). 16 MiB holds such a
-/// batch from 15 partitions a broker. `[kafka.properties]`
-/// can set it.
-pub const PREFETCH_KBYTES: usize = 16 * 1024;
-
-/// How long a consumer whose prefetch is full waits before fetching again, in milliseconds.
-/// librdkafka's default (1,000) is meant for its 64 MiB prefetch: with [`PREFETCH_KBYTES`] a stage
-/// drains the queue in a fraction of that and then sat idle (streams read in bursts, about 20 %
-/// slower over 300,000 listings); its documentation says to lower it with the queue.
-pub const FETCH_QUEUE_BACKOFF_MS: u64 = 20;
-
 /// Room a record needs beyond its key, value and headers on the wire: a record batch's header
 /// (61 bytes) and the record's own framing (at most 36), rounded up.
 pub const RECORD_OVERHEAD: usize = 128;
@@ -241,8 +221,7 @@ fn base_config(
 }
 
 /// The producer's configuration: idempotent, `acks=all`, records up to the broker's size limit
-/// ([`BROKER_MESSAGE_MAX_BYTES`]), a queue of [`QUEUE_KBYTES`], then the passthrough
-/// properties.
+/// ([`BROKER_MESSAGE_MAX_BYTES`]), then the passthrough properties.
 ///
 /// # Errors
 /// [`ClientError::Refused`] when a property would turn idempotence or full acks off.
@@ -252,8 +231,7 @@ pub fn producer_config(kafka: &KafkaConfig) -> Result<ClientConfig, ClientError>
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("linger.ms", "5")
-        .set("message.max.bytes", BROKER_MESSAGE_MAX_BYTES.to_string())
-        .set("queue.buffering.max.kbytes", QUEUE_KBYTES.to_string());
+        .set("message.max.bytes", BROKER_MESSAGE_MAX_BYTES.to_string());
     for (key, value) in base_config(kafka, PRODUCER_GUARDS)?.config_map() {
         config.set(key, value);
     }
@@ -269,8 +247,7 @@ pub fn create_producer(kafka: &KafkaConfig) -> Result<FutureProducer, ClientErro
 }
 
 /// The consumer's configuration: group `group_id`, no automatic commits or offset stores,
-/// starting from the earliest offset of a new group, a prefetch of [`PREFETCH_KBYTES`] fetched
-/// again [`FETCH_QUEUE_BACKOFF_MS`] after it fills, then the passthrough properties.
+/// starting from the earliest offset of a new group, then the passthrough properties.
 ///
 /// # Errors
 /// [`ClientError::Refused`] when a property would let offsets move by themselves.
@@ -280,9 +257,7 @@ pub fn consumer_config(kafka: &KafkaConfig, group_id: &str) -> Result<ClientConf
         .set("group.id", group_id)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("queued.max.messages.kbytes", PREFETCH_KBYTES.to_string())
-        .set("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS.to_string());
+        .set("auto.offset.reset", "earliest");
     for (key, value) in base_config(kafka, CONSUMER_GUARDS)?.config_map() {
         config.set(key, value);
     }
