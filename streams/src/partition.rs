@@ -26,6 +26,8 @@ pub struct Record<'a> {
     pub offset: i64,
     /// Its timestamp, epoch milliseconds (0 when it has none).
     pub timestamp: i64,
+    /// The highest price it is accepted at (`streams.max_price`): exactly this much passes.
+    pub max_price: i64,
     /// What it holds.
     pub body: Body<'a>,
 }
@@ -43,6 +45,19 @@ pub enum Body<'a> {
     /// A record that does not decode and never will, dropped for this reason
     /// (`undecodable`, `foreign_schema`, `too_large`).
     Undecodable(DropReason),
+}
+
+impl Body<'_> {
+    /// The listing's category at the configured level, if it is a version that has one.
+    pub fn category(&self) -> Option<&str> {
+        match self {
+            Body::Listing {
+                version: Some(version),
+                ..
+            } => version.category,
+            _ => None,
+        }
+    }
 }
 
 /// What a partition makes of a record before anything is sent: whether it is read again after
@@ -132,7 +147,6 @@ pub struct Flushed {
 pub struct Partition {
     number: i32,
     scoping: Scoping,
-    max_price: i64,
     state: Aggregator,
     /// The sums touched since the last flush: their shares are due.
     dirty: BTreeSet<ListingSumKey>,
@@ -145,12 +159,7 @@ impl Partition {
     /// ([`crate::state::Restorer`]), with the declarations to write first: those of the sums a
     /// changelog written before sums were declared holds (before compaction can lose them).
     /// Every share it holds is due again, since one sent before a crash may not have landed.
-    pub fn restored(
-        number: i32,
-        mut state: Aggregator,
-        scoping: Scoping,
-        max_price: i64,
-    ) -> (Self, Vec<KeyValue>) {
+    pub fn restored(number: i32, mut state: Aggregator, scoping: Scoping) -> (Self, Vec<KeyValue>) {
         let declarations = state
             .declare_all()
             .iter()
@@ -160,7 +169,6 @@ impl Partition {
         let partition = Self {
             number,
             scoping,
-            max_price,
             state,
             dirty,
             processed: None,
@@ -194,7 +202,7 @@ impl Partition {
                 record.timestamp,
                 product_id,
                 version,
-                self.max_price,
+                record.max_price,
             )),
             Body::Undecodable(reason) => Err(reason),
         };
@@ -393,6 +401,7 @@ mod tests {
         Record {
             offset: input.offset,
             timestamp: input.timestamp,
+            max_price: MAX,
             body,
         }
     }
@@ -419,7 +428,6 @@ mod tests {
             NUMBER,
             Aggregator::new(scoping(semantics)),
             scoping(semantics),
-            MAX,
         );
         assert!(declarations.is_empty());
         partition
@@ -519,7 +527,7 @@ mod tests {
                 // position + 1, the partition forwards what it reads again, writes exactly the
                 // rest of the changelog and ends with the uninterrupted run's shares.
                 let (mut resumed, declarations) =
-                    Partition::restored(NUMBER, restored, scoping(semantics), MAX);
+                    Partition::restored(NUMBER, restored, scoping(semantics));
                 prop_assert!(declarations.is_empty(), "every sum held is declared");
                 let committed = upto.len() * commit_share / 100;
                 let rest = run(&mut resumed, &inputs[committed..]);
@@ -585,7 +593,7 @@ mod tests {
             }
             let log = run(&mut fresh(semantics), &inputs);
             let (mut again, _) =
-                Partition::restored(NUMBER, restore(semantics, &log), scoping(semantics), MAX);
+                Partition::restored(NUMBER, restore(semantics, &log), scoping(semantics));
             let before = again.state().clone();
             let reflected = inputs.iter().filter(|i| again.reflects(i.offset)).count();
             let from = reflected * from_share / 100;

@@ -421,12 +421,7 @@ impl Engine {
     /// written before sums were declared: what it holds is declared now, before compaction can
     /// lose it. Every share is announced again: one sent before a crash may not have landed.
     fn take_on(&mut self, partition: i32, state: Aggregator, writer: Arc<Output>) {
-        let (restored, declarations) = Partition::restored(
-            partition,
-            state,
-            self.scoping.clone(),
-            self.setup.config.streams.max_price,
-        );
+        let (restored, declarations) = Partition::restored(partition, state, self.scoping.clone());
         let changelog = &self.setup.config.streams.changelog_topic;
         if let Err(error) = write_changelog(&writer, changelog, partition, &declarations) {
             self.fail(error.into());
@@ -541,6 +536,7 @@ impl Engine {
         let record = Record {
             offset,
             timestamp,
+            max_price: self.setup.config.streams.max_price,
             body,
         };
         let Some(part) = self.parts.get(&partition) else {
