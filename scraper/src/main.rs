@@ -3,9 +3,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::Parser;
-use marketflow_core::{Config, shutdown, telemetry};
+use marketflow_core::program;
 use marketflow_scraper::{Mode, Range};
 
 /// Crawls marketplace listings (the local market or web.joongna.com) into Kafka as Avro.
@@ -40,24 +39,14 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    match start(Args::parse()).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("scraper: {error:#}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-async fn start(args: Args) -> anyhow::Result<()> {
-    let config = Config::load(args.config.as_deref())?;
-    telemetry::init(&config.telemetry).map_err(|e| anyhow::anyhow!(e))?;
-    let shutdown = shutdown::on_signals().context("installing signal handlers")?;
+    let args = Args::parse();
     let mode = match (args.once, args.from, args.to) {
         (false, ..) => Mode::Continuous,
         (true, Some(from), Some(to)) => Mode::Once(Range::Ids { from, to }),
         (true, ..) => Mode::Once(Range::Window),
     };
-    marketflow_scraper::run(config, mode, shutdown).await?;
-    Ok(())
+    program::run("scraper", args.config.as_deref(), |config, shutdown| {
+        marketflow_scraper::run(config, mode, shutdown)
+    })
+    .await
 }

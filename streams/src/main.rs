@@ -1,39 +1,28 @@
 //! `streams`: Drops listings over the price limit and keeps running sums, back to Kafka as Avro.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::Parser;
-use marketflow_core::{Config, shutdown, telemetry};
+use marketflow_core::program::{self, ConfigFile};
 
 /// Drops listings over the price limit and keeps running sums, back to Kafka as Avro.
 ///
 /// Configuration: built-in defaults (the local cluster), then the TOML file given with --config,
-/// then environment variables MARKETFLOW__<SECTION>__<KEY>.
+/// then environment variables `MARKETFLOW__<SECTION>__<KEY>`.
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
-    /// A TOML configuration file.
-    #[arg(long, value_name = "PATH")]
-    config: Option<PathBuf>,
+    #[command(flatten)]
+    config: ConfigFile,
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    match start(Args::parse()).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("streams: {error:#}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-async fn start(args: Args) -> anyhow::Result<()> {
-    let config = Config::load(args.config.as_deref())?;
-    telemetry::init(&config.telemetry).map_err(|e| anyhow::anyhow!(e))?;
-    let shutdown = shutdown::on_signals().context("installing signal handlers")?;
-    marketflow_streams::run(config, shutdown).await?;
-    Ok(())
+    let args = Args::parse();
+    program::run(
+        "streams",
+        args.config.path.as_deref(),
+        marketflow_streams::run,
+    )
+    .await
 }
