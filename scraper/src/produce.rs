@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use marketflow_core::codec::{Codec, CodecError};
 use marketflow_core::config::KafkaConfig;
-use marketflow_core::kafka::SendLimit;
+use marketflow_core::kafka::{self, SendLimit};
 use marketflow_core::record::Listing;
 use marketflow_core::replicas::{self, Shortage};
 use marketflow_core::schema::{self, Part};
@@ -22,9 +22,6 @@ use tokio::sync::Mutex;
 /// The header holding the crawl id on every listing: a second record of a product id with the
 /// same crawl id is a duplicate, with another crawl id a re-scrape.
 pub const CRAWL_HEADER: &str = "marketflow-crawl";
-
-/// How long to wait before offering a record again to a full producer queue.
-const QUEUE_FULL_WAIT: Duration = Duration::from_millis(5);
 
 /// How long a delivery may wait before the topic's replicas are looked at, and how long what
 /// they showed stands (one look serves every delivery waiting meanwhile).
@@ -142,18 +139,17 @@ impl Sender {
         if let Some(headers) = headers {
             record = record.headers(headers);
         }
-        let delivery = loop {
-            match self.producer.send_result(record) {
-                Ok(delivery) => break delivery,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                    record = back;
-                    tokio::time::sleep(QUEUE_FULL_WAIT).await;
-                }
+        #[expect(
+            clippy::result_large_err,
+            reason = "rdkafka hands a refused record back by value"
+        )]
+        let delivery =
+            match kafka::send_until_queued(record, |r| self.producer.send_result(r)).await {
+                Ok(delivery) => delivery,
                 Err((source, _)) => {
                     return Err(self.failed(topic, source, key.len() + payload.len()).await);
                 }
-            }
-        };
+            };
         tokio::pin!(delivery);
         let started = Instant::now();
         let delivered = loop {

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use marketflow_core::config::KafkaConfig;
-use marketflow_core::kafka::{ClientError, SendLimit, producer_config};
+use marketflow_core::kafka::{self, ClientError, SendLimit, producer_config};
 use marketflow_core::sync::lock;
 use rdkafka::ClientContext;
 use rdkafka::consumer::ConsumerGroupMetadata;
@@ -295,21 +295,20 @@ impl Output {
         if let Some(partition) = partition {
             record = record.partition(partition);
         }
-        loop {
-            match self.producer.send(record) {
-                Ok(()) => return Ok(()),
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                    record = back;
-                    std::thread::sleep(Duration::from_millis(2));
-                }
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge), _)) => {
-                    return Err(OutputError::TooLarge {
-                        topic: topic.to_owned(),
-                        size: key.len() + value.len(),
-                    });
-                }
-                Err((source, _)) => return Err(self.error(topic, source)),
+        #[expect(
+            clippy::result_large_err,
+            reason = "rdkafka hands a refused record back by value"
+        )]
+        let sent = kafka::send_until_queued_blocking(record, |r| self.producer.send(r));
+        match sent {
+            Ok(()) => Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge), _)) => {
+                Err(OutputError::TooLarge {
+                    topic: topic.to_owned(),
+                    size: key.len() + value.len(),
+                })
             }
+            Err((source, _)) => Err(self.error(topic, source)),
         }
     }
 
