@@ -246,6 +246,14 @@ pub fn create_producer(kafka: &KafkaConfig) -> Result<FutureProducer, ClientErro
     Ok(producer_config(kafka)?.create()?)
 }
 
+/// A partition's consumer lag: the records from `next` (the next offset to process, `None`
+/// before the first: the partition's start) to its end `high`. Retention can move the start
+/// `low` past `next`, and an end read before a commit can be behind it: neither makes it
+/// count records that are not there.
+pub fn lag(low: i64, high: i64, next: Option<i64>) -> i64 {
+    (high - next.unwrap_or(low).max(low)).max(0)
+}
+
 /// How long a producer waits before offering a record again to its full queue
 /// (`queue.buffering.max.messages` / `queue.buffering.max.kbytes`): librdkafka makes room as
 /// the brokers acknowledge what it holds.
@@ -413,6 +421,14 @@ async fn create_topics(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lag_counts_only_the_records_the_partition_holds_past_next() {
+        assert_eq!(lag(0, 10, Some(4)), 6);
+        assert_eq!(lag(3, 10, None), 7, "nothing processed: all it holds");
+        assert_eq!(lag(8, 10, Some(4)), 2, "retention deleted 4..8");
+        assert_eq!(lag(0, 10, Some(12)), 0, "an end read before the commit");
+    }
 
     /// A `send` that refuses with `refusals` in turn, then takes the record; counts its calls.
     fn refusing(

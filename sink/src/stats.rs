@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use marketflow_core::config::KafkaConfig;
-use marketflow_core::kafka::{ClientError, consumer_config};
+use marketflow_core::kafka::{self, ClientError, consumer_config};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use serde::Serialize;
@@ -238,7 +238,7 @@ fn read_lag(client: &BaseConsumer, topics: &[String]) -> Option<LagTable> {
             Offset::Offset(o) => Some(o),
             _ => None,
         };
-        let lag = (high - committed.unwrap_or(low)).max(0);
+        let lag = kafka::lag(low, high, committed);
         table.insert((topic, partition), (high, committed, lag));
     }
     Some(table)

@@ -250,11 +250,11 @@ pub(crate) async fn kafka_parts(
         topics.sort_by(|a, b| a.name.cmp(&b.name));
 
         let mut all = TopicPartitionList::new();
-        let mut ends = BTreeMap::new();
+        let mut offsets = BTreeMap::new();
         for topic in &topics {
             for p in &topic.partitions {
                 all.add_partition(&topic.name, p.partition);
-                ends.insert((topic.name.clone(), p.partition), p.high);
+                offsets.insert((topic.name.clone(), p.partition), (p.low, p.high));
             }
         }
         let list = consumer
@@ -262,36 +262,18 @@ pub(crate) async fn kafka_parts(
             .map_err(unreachable)?;
         let mut groups = Vec::new();
         for info in list.groups().iter().filter(|g| group_filter(g.name())) {
-            let mut lags: BTreeMap<String, GroupLag> = BTreeMap::new();
-            if !all.elements().is_empty() {
+            let topics = if all.elements().is_empty() {
+                Vec::new()
+            } else {
                 let committed = group_offsets(&kafka_config, info.name(), &all)
                     .map_err(|e| format!("offsets of group {}: {e}", info.name()))?;
-                for element in committed.elements() {
-                    let Offset::Offset(offset) = element.offset() else {
-                        continue;
-                    };
-                    let end = ends
-                        .get(&(element.topic().to_owned(), element.partition()))
-                        .copied()
-                        .unwrap_or(offset);
-                    let lag = lags
-                        .entry(element.topic().to_owned())
-                        .or_insert_with(|| GroupLag {
-                            topic: element.topic().to_owned(),
-                            committed: 0,
-                            end: 0,
-                            lag: 0,
-                        });
-                    lag.committed += offset;
-                    lag.end += end;
-                    lag.lag += (end - offset).max(0);
-                }
-            }
+                group_lags(&committed, &offsets)
+            };
             groups.push(GroupStatus {
                 group: info.name().to_owned(),
                 state: info.state().to_owned(),
                 members: info.members().len(),
-                topics: lags.into_values().collect(),
+                topics,
             });
         }
         groups.sort_by(|a, b| a.group.cmp(&b.group));
@@ -299,6 +281,36 @@ pub(crate) async fn kafka_parts(
     })
     .await
     .map_err(|e| format!("Kafka inventory task failed: {e}"))?
+}
+
+/// A group's position per topic, from its `committed` offsets and the partitions' `(start, end)`
+/// offsets; a partition the group never committed in is left out.
+fn group_lags(
+    committed: &TopicPartitionList,
+    offsets: &BTreeMap<(String, i32), (i64, i64)>,
+) -> Vec<GroupLag> {
+    let mut lags: BTreeMap<String, GroupLag> = BTreeMap::new();
+    for element in committed.elements() {
+        let Offset::Offset(offset) = element.offset() else {
+            continue;
+        };
+        let (low, high) = offsets
+            .get(&(element.topic().to_owned(), element.partition()))
+            .copied()
+            .unwrap_or((offset, offset));
+        let lag = lags
+            .entry(element.topic().to_owned())
+            .or_insert_with(|| GroupLag {
+                topic: element.topic().to_owned(),
+                committed: 0,
+                end: 0,
+                lag: 0,
+            });
+        lag.committed += offset;
+        lag.end += high;
+        lag.lag += kafka::lag(low, high, Some(offset));
+    }
+    lags.into_values().collect()
 }
 
 /// The committed offsets of `group` for the partitions in `partitions`, asked as a member of

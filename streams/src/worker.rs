@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use marketflow_core::codec::{Codec, CodecError, schema_id};
 use marketflow_core::config::Config;
-use marketflow_core::kafka::{ClientError, SendLimit, consumer_config};
+use marketflow_core::kafka::{self, ClientError, SendLimit, consumer_config};
 use marketflow_core::record::{Listing, ListingKey};
 use marketflow_core::schema::{self, Part};
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerGroupMetadata};
@@ -943,12 +943,13 @@ impl Engine {
         let topic = &self.setup.config.topics.listings;
         let mut total = 0;
         for (partition, part) in &mut self.parts {
-            if let Ok((_, high)) =
+            if let Ok((low, high)) =
                 consumer.fetch_watermarks(topic, *partition, Duration::from_secs(2))
             {
-                let next = part.partition.state().position().map_or(0, |p| p + 1);
-                part.lag = Some((high - next).max(0));
-                total += (high - next).max(0);
+                let next = part.partition.state().position().map(|p| p + 1);
+                let lag = kafka::lag(low, high, next);
+                part.lag = Some(lag);
+                total += lag;
             }
         }
         metrics::gauge!("streams_consumer_lag").set(total as f64);
