@@ -26,6 +26,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::config::RegistryConfig;
+use crate::record::Keyed;
 use crate::schema::{Part, SchemaFile, subject};
 use crate::sync::lock;
 
@@ -257,6 +258,28 @@ impl Codec {
                 schema.supplied(),
             ),
         }
+    }
+
+    /// Encodes one record of `topic`: `key` and `value` with `V`'s schemas, each registered
+    /// under its subject on first use. Returns the key's bytes and the value's.
+    ///
+    /// # Errors
+    /// [`CodecError::Encode`], naming the subject refused, as [`SubjectEncoder::encode`].
+    pub async fn encode_record<V: Keyed>(
+        &self,
+        topic: &str,
+        key: &V::Key,
+        value: &V,
+    ) -> Result<(Vec<u8>, Vec<u8>), CodecError> {
+        let key = self
+            .encoder(topic, Part::Key, V::KEY_SCHEMA)
+            .encode(key)
+            .await?;
+        let value = self
+            .encoder(topic, Part::Value, V::VALUE_SCHEMA)
+            .encode(value)
+            .await?;
+        Ok((key, value))
     }
 
     /// Decodes `part` of a record read from `topic` into `T`, once its schema id is found to be

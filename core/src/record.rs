@@ -3,6 +3,38 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::schema::{self, SchemaFile};
+
+/// A record type of the contract, the value of a topic's records, with its key type and the
+/// schemas both are registered with under the topic's `-key` and `-value` subjects (see
+/// [`crate::Codec::encode_record`]).
+pub trait Keyed: Serialize {
+    /// The key of the topic's records.
+    type Key: Serialize;
+    /// The key's schema.
+    const KEY_SCHEMA: SchemaFile;
+    /// The value's schema.
+    const VALUE_SCHEMA: SchemaFile;
+}
+
+impl Keyed for Listing {
+    type Key = ListingKey;
+    const KEY_SCHEMA: SchemaFile = schema::LISTING_KEY;
+    const VALUE_SCHEMA: SchemaFile = schema::LISTING;
+}
+
+impl Keyed for ListingSum {
+    type Key = ListingSumKey;
+    const KEY_SCHEMA: SchemaFile = schema::LISTING_SUM_KEY;
+    const VALUE_SCHEMA: SchemaFile = schema::LISTING_SUM;
+}
+
+impl Keyed for ScraperEvent {
+    type Key = ScraperEventKey;
+    const KEY_SCHEMA: SchemaFile = schema::SCRAPER_EVENT_KEY;
+    const VALUE_SCHEMA: SchemaFile = schema::SCRAPER_EVENT;
+}
+
 /// Key of a listing record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ListingKey {

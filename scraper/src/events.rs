@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use marketflow_core::codec::Codec;
 use marketflow_core::record::ScraperEvent;
-use marketflow_core::schema::{self, Part};
 
 use crate::counts::Counts;
 use crate::produce::{ProduceError, Sender};
@@ -98,15 +97,9 @@ impl Events {
 
     async fn emit(&self, mut event: ScraperEvent) -> Result<(), ProduceError> {
         event.at = chrono::Utc::now().timestamp_millis();
-        let key = self
+        let (key, value) = self
             .codec
-            .encoder(&self.topic, Part::Key, schema::SCRAPER_EVENT_KEY)
-            .encode(&event.key())
-            .await?;
-        let value = self
-            .codec
-            .encoder(&self.topic, Part::Value, schema::SCRAPER_EVENT)
-            .encode(&event)
+            .encode_record(&self.topic, &event.key(), &event)
             .await?;
         self.sender.send(&self.topic, &key, &value, None).await?;
         Ok(())

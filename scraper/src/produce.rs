@@ -13,7 +13,6 @@ use marketflow_core::config::KafkaConfig;
 use marketflow_core::kafka::{self, SendLimit};
 use marketflow_core::record::Listing;
 use marketflow_core::replicas::{self, Shortage};
-use marketflow_core::schema::{self, Part};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -275,15 +274,9 @@ impl ListingProducer {
     /// [`ProduceError::TooLarge`] when the record is over the limit (nothing is sent);
     /// [`ProduceError`]: encoding failed, or the record was not delivered.
     pub async fn send(&self, listing: &Listing) -> Result<Delivered, ProduceError> {
-        let key = self
+        let (key, value) = self
             .codec
-            .encoder(&self.topic, Part::Key, schema::LISTING_KEY)
-            .encode(&listing.key())
-            .await?;
-        let value = self
-            .codec
-            .encoder(&self.topic, Part::Value, schema::LISTING)
-            .encode(listing)
+            .encode_record(&self.topic, &listing.key(), listing)
             .await?;
         let headers = OwnedHeaders::new().insert(Header {
             key: CRAWL_HEADER,

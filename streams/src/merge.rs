@@ -17,7 +17,6 @@ use marketflow_core::codec::{Codec, CodecError};
 use marketflow_core::config::Config;
 use marketflow_core::kafka::{ClientError, consumer_config};
 use marketflow_core::record::ListingSumKey;
-use marketflow_core::schema::{self, Part};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::types::RDKafkaRespErr;
@@ -177,14 +176,6 @@ impl Engine {
     /// Emits the total of every sum that changed since the last flush.
     fn emit(&mut self) -> Result<(), MergeError> {
         let topic = self.setup.config.topics.listing_sums.clone();
-        let keys = self
-            .setup
-            .codec
-            .encoder(&topic, Part::Key, schema::LISTING_SUM_KEY);
-        let values = self
-            .setup
-            .codec
-            .encoder(&topic, Part::Value, schema::LISTING_SUM);
         for key in std::mem::take(&mut self.dirty) {
             let Some(shares) = self.sums.get(&key) else {
                 continue;
@@ -205,8 +196,10 @@ impl Engine {
                     continue;
                 }
             };
-            let encoded_key = self.setup.runtime.block_on(keys.encode(&key))?;
-            let encoded_value = self.setup.runtime.block_on(values.encode(&record))?;
+            let (encoded_key, encoded_value) = self
+                .setup
+                .runtime
+                .block_on(self.setup.codec.encode_record(&topic, &key, &record))?;
             self.setup
                 .output
                 .send(&topic, None, &encoded_key, &encoded_value)?;

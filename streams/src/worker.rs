@@ -29,7 +29,6 @@ use marketflow_core::codec::{Codec, CodecError, schema_id};
 use marketflow_core::config::Config;
 use marketflow_core::kafka::{self, ClientError, SendLimit, consumer_config};
 use marketflow_core::record::{Listing, ListingKey};
-use marketflow_core::schema::{self, Part};
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerGroupMetadata};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Message};
@@ -120,13 +119,8 @@ pub struct ForwardIds {
 /// # Errors
 /// [`CodecError`] when the registry refuses or is unreachable.
 pub async fn register_forward(codec: &Codec, topic: &str) -> Result<ForwardIds, CodecError> {
-    let key = codec
-        .encoder(topic, Part::Key, schema::LISTING_KEY)
-        .encode(&ListingKey { product_id: 0 })
-        .await?;
-    let value = codec
-        .encoder(topic, Part::Value, schema::LISTING)
-        .encode(&sample_listing())
+    let (key, value) = codec
+        .encode_record(topic, &ListingKey { product_id: 0 }, &sample_listing())
         .await?;
     Ok(ForwardIds {
         key: schema_id(&key)?,
@@ -698,17 +692,10 @@ impl Engine {
                 .runtime
                 .block_on(codec.decode(payload))
                 .map_err(codec_error)?;
-            let key = codec.encoder(topic, Part::Key, schema::LISTING_KEY);
-            let value = codec.encoder(topic, Part::Value, schema::LISTING);
-            let key = self
+            let (key, value) = self
                 .setup
                 .runtime
-                .block_on(key.encode(&listing.key()))
-                .map_err(codec_error)?;
-            let value = self
-                .setup
-                .runtime
-                .block_on(value.encode(&listing))
+                .block_on(codec.encode_record(topic, &listing.key(), &listing))
                 .map_err(codec_error)?;
             Onward {
                 key: Cow::Owned(key),

@@ -11,7 +11,6 @@ use marketflow_core::Config;
 use marketflow_core::codec::Codec;
 use marketflow_core::kafka::{create_admin, create_producer, ensure_topics};
 use marketflow_core::record::Listing;
-use marketflow_core::schema::{self, Part};
 use marketflow_sink::Sink;
 use marketflow_sink::sql::{self, OnDuplicate};
 use marketflow_sink::typemap::SqlValue;
@@ -193,15 +192,13 @@ async fn create_database(
 async fn produce_listings(config: &Config, topic: &str, n: i64) -> anyhow::Result<Vec<Listing>> {
     ensure_topics(&config.kafka, &[(topic, 3)]).await?;
     let codec = Codec::new(&config.registry)?;
-    let keys = codec.encoder(topic, Part::Key, schema::LISTING_KEY);
-    let values = codec.encoder(topic, Part::Value, schema::LISTING);
     let producer = create_producer(&config.kafka)?;
     let listings: Vec<Listing> = (0..n).map(listing).collect();
     eprintln!("Producing {n} listings to {topic}...");
     for chunk in listings.chunks(2_000) {
         let mut encoded = Vec::with_capacity(chunk.len());
         for l in chunk {
-            encoded.push((keys.encode(&l.key()).await?, values.encode(l).await?));
+            encoded.push(codec.encode_record(topic, &l.key(), l).await?);
         }
         try_join_all(encoded.iter().map(|(k, v)| {
             producer.send(
