@@ -9,6 +9,7 @@ pub mod admin;
 pub mod codec;
 pub mod config;
 pub mod kafka;
+pub mod metric;
 pub mod program;
 pub mod record;
 pub mod replicas;

@@ -23,6 +23,7 @@ use backon::{BlockingRetryable, ExponentialBuilder};
 use marketflow_core::codec::{Codec, CodecError};
 use marketflow_core::config::KafkaConfig;
 use marketflow_core::kafka::{self, ClientError};
+use marketflow_core::metric;
 use marketflow_core::record::ListingKey;
 use rdkafka::Offset;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -277,7 +278,7 @@ impl Store {
         self.sender
             .send(&self.topic, self.key.as_bytes(), &payload, None)
             .await?;
-        metrics::gauge!("scraper_checkpoint_id").set(precision_safe(checkpoint.next_id));
+        metrics::gauge!(metric::scraper::CHECKPOINT_ID).set(precision_safe(checkpoint.next_id));
         Ok(())
     }
 }

@@ -10,6 +10,7 @@ use backon::{ExponentialBuilder, Retryable};
 use marketflow_core::Config;
 use marketflow_core::codec::Codec;
 use marketflow_core::kafka::SendLimit;
+use marketflow_core::metric;
 use marketflow_core::record::ScraperEvent;
 use marketflow_core::shutdown::with_grace;
 use rdkafka::producer::FutureProducer;
@@ -615,7 +616,7 @@ async fn visit(ctx: &Ctx, id: i64) -> Result<Visit, CrawlError> {
         Ok(outcome) => outcome,
         Err(error) => return give_up(ctx, id, &error).await,
     };
-    metrics::counter!("scraper_outcomes_total", "outcome" => outcome.name()).increment(1);
+    metrics::counter!(metric::scraper::OUTCOMES, "outcome" => outcome.name()).increment(1);
     match outcome {
         Outcome::Listing(page) => {
             let listing = page.into_listing(
@@ -668,7 +669,7 @@ async fn give_up(
     error: &(dyn std::fmt::Display + Sync),
 ) -> Result<Visit, CrawlError> {
     warn!(product_id = id, %error, "Product given up.");
-    metrics::counter!("scraper_outcomes_total", "outcome" => "failed").increment(1);
+    metrics::counter!(metric::scraper::OUTCOMES, "outcome" => "failed").increment(1);
     ctx.counts.add(LiveCounts::FAILED, 1);
     ctx.events.id_failed(id, &error.to_string()).await?;
     Ok(Visit::Nothing)

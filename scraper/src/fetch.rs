@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use backon::{ExponentialBuilder, Retryable};
 use marketflow_core::config::ScraperConfig;
+use marketflow_core::metric;
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 use reqwest::{StatusCode, Url};
 use tracing::{debug, info, warn};
@@ -294,7 +295,7 @@ impl Fetcher {
         .when(FetchError::is_retryable)
         .adjust(move |error, backoff| next_delay(error, backoff, max_backoff))
         .notify(|error, after| {
-            metrics::counter!("scraper_retries_total", "reason" => error.reason()).increment(1);
+            metrics::counter!(metric::scraper::RETRIES, "reason" => error.reason()).increment(1);
             debug!(%error, ?after, "Retrying.");
         })
         .await
@@ -308,7 +309,7 @@ impl Fetcher {
             .await
             .map_err(|e| self.classify(url, &e))?;
         let status = response.status();
-        metrics::counter!("scraper_pages_fetched_total", "status" => status_label(status))
+        metrics::counter!(metric::scraper::PAGES_FETCHED, "status" => status_label(status))
             .increment(1);
         if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
             return Err(FetchError::Unavailable {
@@ -385,7 +386,7 @@ impl Fetcher {
             };
         }
         if error.is_timeout() {
-            metrics::counter!("scraper_pages_fetched_total", "status" => "timeout").increment(1);
+            metrics::counter!(metric::scraper::PAGES_FETCHED, "status" => "timeout").increment(1);
             FetchError::Timeout {
                 url: url.to_owned(),
                 timeout: self.timeout,
@@ -396,7 +397,7 @@ impl Fetcher {
                 detail: error.to_string(),
             }
         } else {
-            metrics::counter!("scraper_pages_fetched_total", "status" => "error").increment(1);
+            metrics::counter!(metric::scraper::PAGES_FETCHED, "status" => "error").increment(1);
             let mut detail = error.to_string();
             let mut source = std::error::Error::source(error);
             while let Some(cause) = source {

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use marketflow_core::codec::{Codec, CodecError};
 use marketflow_core::config::KafkaConfig;
 use marketflow_core::kafka::{self, SendLimit};
+use marketflow_core::metric;
 use marketflow_core::record::Listing;
 use marketflow_core::replicas::{self, Shortage};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -295,7 +296,7 @@ impl ListingProducer {
             .sender
             .send(&self.topic, &key, &value, Some(headers))
             .await?;
-        metrics::histogram!("scraper_produce_latency_seconds").record(started.elapsed());
+        metrics::histogram!(metric::scraper::PRODUCE_SECONDS).record(started.elapsed());
         Ok(delivered)
     }
 }

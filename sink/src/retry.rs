@@ -2,11 +2,12 @@
 //! consumer loop) and the write stage: consumption is held while the database is retried.
 
 use backon::BackoffBuilder;
+use marketflow_core::metric;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::ConsumeError;
 use crate::settings::Settings;
-use crate::stats::{self, Board, State};
+use crate::stats::{Board, State};
 use crate::writer::WriteError;
 
 /// Retries of work that fails while the database is unavailable, with the settings' backoff:
@@ -86,7 +87,7 @@ impl<'a> Retry<'a> {
             self.board.set_state(State::BackingOff);
         }
         self.retries += 1;
-        metrics::counter!(stats::DB_RETRIES).increment(1);
+        metrics::counter!(metric::sink::DB_RETRIES).increment(1);
         tracing::warn!(error = %e, retry = self.retries, ?delay, "Database write failed; consumption paused, retrying.");
         tokio::select! {
             () = tokio::time::sleep(delay) => Ok(()),

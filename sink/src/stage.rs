@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use futures::FutureExt;
+use marketflow_core::metric;
 use marketflow_core::sync::lock;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -19,7 +20,7 @@ use crate::envelope::Envelope;
 use crate::error::ConsumeError;
 use crate::retry::Retry;
 use crate::settings::Settings;
-use crate::stats::{self, Board};
+use crate::stats::Board;
 use crate::writer::{DeadLetter, Outcome, Prepared, Writer};
 
 /// Batches handed over and not yet written: one being written, one waiting.
@@ -307,7 +308,7 @@ impl Worker {
         }
         let committed_ms = epoch_millis();
         let outcome = prepared.outcome(self.settings.sink.errors_tolerance);
-        let latency = metrics::histogram!(stats::END_TO_END_SECONDS);
+        let latency = metrics::histogram!(metric::sink::END_TO_END_SECONDS);
         let done = entries[..outcome.done].iter().map(|e| e.timestamp);
         for seconds in end_to_end_seconds(done, &outcome.dead, committed_ms) {
             latency.record(seconds);
@@ -352,20 +353,21 @@ impl Worker {
             .map_err(|e| ConsumeError::DeadLetter(e.to_string()))?;
         for (envelope, poison) in &letters {
             tracing::warn!(record = %envelope.coordinates(), class = poison.class, error = %poison.message, dlq = dead_letters.topic(), "Record dead-lettered.");
-            metrics::counter!(stats::DEAD_LETTERED, "topic" => envelope.topic.to_string())
+            metrics::counter!(metric::sink::DEAD_LETTERED, "topic" => envelope.topic.to_string())
                 .increment(1);
         }
         Ok(())
     }
 
     fn publish(&self, outcome: &Outcome, started: Instant) {
-        metrics::counter!(stats::BATCHES).increment(1);
-        metrics::histogram!(stats::BATCH_SECONDS).record(started.elapsed().as_secs_f64());
+        metrics::counter!(metric::sink::BATCHES).increment(1);
+        metrics::histogram!(metric::sink::BATCH_SECONDS).record(started.elapsed().as_secs_f64());
         let mut status = self.board.lock();
         status.batches += 1;
         status.dead_lettered += outcome.dead.len() as u64;
         for (table, rows) in &outcome.rows {
-            metrics::counter!(stats::ROWS_WRITTEN, "table" => table.clone()).increment(*rows);
+            metrics::counter!(metric::sink::ROWS_WRITTEN, "table" => table.clone())
+                .increment(*rows);
             status.rows_written += rows;
             *status
                 .rows_written_by_table
@@ -373,11 +375,13 @@ impl Worker {
                 .or_default() += rows;
         }
         for (table, rows) in &outcome.deleted {
-            metrics::counter!(stats::ROWS_DELETED, "table" => table.clone()).increment(*rows);
+            metrics::counter!(metric::sink::ROWS_DELETED, "table" => table.clone())
+                .increment(*rows);
             status.rows_deleted += rows;
         }
         for (table, records) in &outcome.redelivered {
-            metrics::counter!(stats::REDELIVERED, "table" => table.clone()).increment(*records);
+            metrics::counter!(metric::sink::REDELIVERED, "table" => table.clone())
+                .increment(*records);
             status.records_redelivered += records;
         }
     }

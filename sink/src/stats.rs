@@ -1,6 +1,6 @@
-//! The sink's figures: Prometheus metrics (records in, rows written per table, re-deliveries,
-//! batches, batch latency, end-to-end latency, dead letters, consumer lag) and the status board
-//! behind `GET /status`.
+//! The sink's figures: its Prometheus metrics (named in `marketflow_core::metric::sink`: records
+//! in, rows written per table, re-deliveries, batches, latencies, dead letters, consumer lag) and
+//! the status board behind `GET /status`.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -8,35 +8,12 @@ use std::time::Duration;
 
 use marketflow_core::config::KafkaConfig;
 use marketflow_core::kafka::{self, ClientError, consumer_config};
+use marketflow_core::metric;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-
-/// Counter: records consumed, by topic.
-pub const RECORDS_IN: &str = "sink_records_in_total";
-/// Counter: rows written (inserted, upserted, updated), by table.
-pub const ROWS_WRITTEN: &str = "sink_rows_written_total";
-/// Counter: tombstones applied (rows deleted, when they existed), by table.
-pub const ROWS_DELETED: &str = "sink_rows_deleted_total";
-/// Counter: records whose row was already in the table, identical (a re-delivery under a plain
-/// `INSERT`), by table.
-pub const REDELIVERED: &str = "sink_records_redelivered_total";
-/// Counter: batches committed.
-pub const BATCHES: &str = "sink_batches_total";
-/// Histogram: seconds to write a batch: its transaction (retries included) and dead letters.
-pub const BATCH_SECONDS: &str = "sink_batch_duration_seconds";
-/// Histogram: seconds from a record's timestamp (when it was produced, or appended with
-/// `LogAppendTime`) to the commit of the transaction that wrote its row; dead letters and records
-/// without a timestamp are not counted.
-pub const END_TO_END_SECONDS: &str = "sink_end_to_end_latency_seconds";
-/// Counter: records sent to the dead-letter topic, by source topic.
-pub const DEAD_LETTERED: &str = "sink_dead_lettered_total";
-/// Counter: transient database failures retried.
-pub const DB_RETRIES: &str = "sink_database_retries_total";
-/// Gauge: records in the topic not yet committed by the group, by topic.
-pub const CONSUMER_LAG: &str = "sink_consumer_lag";
 
 /// What the sink is doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -197,7 +174,8 @@ pub(crate) fn watch_lag(
             }
             for (topic, lag) in by_topic {
                 #[allow(clippy::cast_precision_loss)] // lag far below 2^52
-                metrics::gauge!(CONSUMER_LAG, "topic" => topic.to_owned()).set(lag as f64);
+                metrics::gauge!(metric::sink::CONSUMER_LAG, "topic" => topic.to_owned())
+                    .set(lag as f64);
             }
             let mut status = board.lock();
             for p in &mut status.partitions {

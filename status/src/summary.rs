@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use marketflow_core::Config;
+use marketflow_core::metric;
 use marketflow_core::record::ListingSum;
 use serde::Serialize;
 
@@ -142,10 +143,10 @@ async fn dropped(config: &Config) -> Option<BTreeMap<String, u64>> {
 /// The `reason` label and value of each `streams_records_dropped_total` line of a Prometheus page.
 fn parse_dropped(metrics: &str) -> BTreeMap<String, u64> {
     let mut out = BTreeMap::new();
-    for line in metrics
-        .lines()
-        .filter(|l| l.starts_with("streams_records_dropped_total{"))
-    {
+    for line in metrics.lines().filter(|l| {
+        l.strip_prefix(metric::streams::RECORDS_DROPPED)
+            .is_some_and(|labels| labels.starts_with('{'))
+    }) {
         let reason = line
             .split("reason=\"")
             .nth(1)

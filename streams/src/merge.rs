@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use marketflow_core::codec::{Codec, CodecError};
 use marketflow_core::config::Config;
 use marketflow_core::kafka::{ClientError, consumer_config};
+use marketflow_core::metric;
 use marketflow_core::record::ListingSumKey;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
@@ -192,7 +193,7 @@ impl Engine {
                 Err(error) => {
                     // A wrong figure is worse than none; an operator must look.
                     tracing::error!(%error, "Sum not emitted.");
-                    metrics::counter!("streams_sums_out_of_range_total").increment(1);
+                    metrics::counter!(metric::streams::SUMS_OUT_OF_RANGE).increment(1);
                     continue;
                 }
             };
@@ -203,7 +204,7 @@ impl Engine {
             self.setup
                 .output
                 .send(&topic, None, &encoded_key, &encoded_value)?;
-            metrics::counter!("streams_sums_emitted_total").increment(1);
+            metrics::counter!(metric::streams::SUMS_EMITTED).increment(1);
             self.emitted.fetch_add(1, Ordering::Relaxed);
         }
         self.setup.output.check()?;
@@ -212,7 +213,7 @@ impl Engine {
     }
 
     fn publish(&self) {
-        metrics::gauge!("streams_state_sums").set(self.sums.len() as f64);
+        metrics::gauge!(metric::streams::STATE_SUMS).set(self.sums.len() as f64);
         let owned = self.sums.len();
         let emitted = self.emitted.load(Ordering::Relaxed);
         self.setup.control.update(|s| {

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use marketflow_core::config::KafkaConfig;
 use marketflow_core::kafka::{self, ClientError, SendLimit, producer_config};
+use marketflow_core::metric;
 use marketflow_core::sync::lock;
 use rdkafka::ClientContext;
 use rdkafka::consumer::ConsumerGroupMetadata;
@@ -19,11 +20,6 @@ use rdkafka::{ClientConfig, TopicPartitionList};
 
 /// How long a flush, or a transaction step, may take before the stage gives up.
 pub const FLUSH_TIMEOUT: Duration = Duration::from_secs(30);
-/// Histogram: seconds from an input record's timestamp to when its change to the state is
-/// durable: under `changelog` its changelog record delivered (its forward is sent just before
-/// it), under `exactly_once` the transaction that holds both committed. Records that change no
-/// state, records read again after a restart and records without a timestamp are not counted.
-pub const END_TO_END_SECONDS: &str = "streams_end_to_end_latency_seconds";
 
 /// How many times a transaction step that librdkafka calls retriable (it timed out, say while
 /// a broker restarts) is tried before the stage gives up.
@@ -142,7 +138,7 @@ impl ProducerContext for Deliveries {
             && let Ok(since) = i64::try_from(since)
             && let Some(seconds) = end_to_end_seconds(since, epoch_millis())
         {
-            metrics::histogram!(END_TO_END_SECONDS).record(seconds);
+            metrics::histogram!(metric::streams::END_TO_END_SECONDS).record(seconds);
         }
         if let Err((error, message)) = result {
             use rdkafka::message::Message;
@@ -259,7 +255,7 @@ impl Output {
 
     /// As [`Output::send`], for the record that makes durable the effect of an input record of
     /// timestamp `since` (epoch milliseconds): its delivery is measured in
-    /// [`END_TO_END_SECONDS`]. Only for a producer that is not transactional, where delivered
+    /// [`metric::streams::END_TO_END_SECONDS`]. Only for a producer that is not transactional, where delivered
     /// is durable.
     ///
     /// # Errors

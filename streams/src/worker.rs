@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 use marketflow_core::codec::{Codec, CodecError, schema_id};
 use marketflow_core::config::Config;
 use marketflow_core::kafka::{self, ClientError, SendLimit, consumer_config};
+use marketflow_core::metric;
 use marketflow_core::record::{Listing, ListingKey};
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerGroupMetadata};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
@@ -42,9 +43,7 @@ use crate::control::{Control, PartitionStatus};
 use crate::driver::{Driver, Stage, StageConsumer};
 use crate::filter::DropReason;
 use crate::input::{Fields, InputDecoder};
-use crate::output::{
-    END_TO_END_SECONDS, Output, OutputError, end_to_end_seconds, epoch_millis, transactional_id,
-};
+use crate::output::{Output, OutputError, end_to_end_seconds, epoch_millis, transactional_id};
 use crate::partition::{Body, KeyValue, Partition, Record};
 use crate::routing::Partitioner;
 use crate::state::{Restorer, StateError};
@@ -183,7 +182,7 @@ struct Owned {
     /// Under `exactly_once`, the input offset last committed with a transaction.
     committed: Option<i64>,
     /// Under `exactly_once`, the timestamps of the input records whose state changes the open
-    /// transaction holds: measured in [`END_TO_END_SECONDS`] when it commits (one commit
+    /// transaction holds: measured in [`metric::streams::END_TO_END_SECONDS`] when it commits (one commit
     /// interval's worth at most).
     uncommitted: Vec<i64>,
     /// The producer its records go through (shared with the other partitions under
@@ -502,7 +501,7 @@ impl Engine {
         let partition = message.partition();
         let offset = message.offset();
         let timestamp = message.timestamp().to_millis().unwrap_or(0);
-        metrics::counter!("streams_records_in_total").increment(1);
+        metrics::counter!(metric::streams::RECORDS_IN).increment(1);
         self.setup.records_in.fetch_add(1, Ordering::Relaxed);
         let Some(part) = self.parts.get(&partition) else {
             return Ok(());
@@ -552,12 +551,12 @@ impl Engine {
         let outcome = part.partition.apply(plan, sent);
         if outcome.replayed {
             if decoded.is_ok() {
-                metrics::counter!("streams_records_skipped_total").increment(1);
+                metrics::counter!(metric::streams::RECORDS_SKIPPED).increment(1);
             }
             return Ok(());
         }
         if let Some(reason) = outcome.dropped {
-            metrics::counter!("streams_records_dropped_total", "reason" => reason.label())
+            metrics::counter!(metric::streams::RECORDS_DROPPED, "reason" => reason.label())
                 .increment(1);
         }
         let changelog = &self.setup.config.streams.changelog_topic;
@@ -594,7 +593,7 @@ impl Engine {
         if home == partition {
             return;
         }
-        metrics::counter!("streams_records_misrouted_total").increment(1);
+        metrics::counter!(metric::streams::RECORDS_MISROUTED).increment(1);
         if self.misrouted.insert(partition) {
             tracing::warn!(
                 partition,
@@ -727,7 +726,7 @@ impl Engine {
         let topic = &self.setup.config.topics.listings_affordable;
         match writer.send(topic, None, &onward.key, &onward.value) {
             Ok(()) => {
-                metrics::counter!("streams_listings_forwarded_total").increment(1);
+                metrics::counter!(metric::streams::LISTINGS_FORWARDED).increment(1);
                 Ok(true)
             }
             Err(error @ OutputError::TooLarge { .. }) => {
@@ -774,7 +773,7 @@ impl Engine {
                     &partial.key,
                     &partial.value,
                 )?;
-                metrics::counter!("streams_partials_sent_total").increment(1);
+                metrics::counter!(metric::streams::PARTIALS_SENT).increment(1);
             }
             let mut own = TopicPartitionList::new();
             if let Some(next) = flushed.commit {
@@ -859,7 +858,7 @@ impl Engine {
             }
             part.committed = next;
             let durable = epoch_millis();
-            let latency = metrics::histogram!(END_TO_END_SECONDS);
+            let latency = metrics::histogram!(metric::streams::END_TO_END_SECONDS);
             for since in part.uncommitted.drain(..) {
                 if let Some(seconds) = end_to_end_seconds(since, durable) {
                     latency.record(seconds);
@@ -939,7 +938,7 @@ impl Engine {
                 total += lag;
             }
         }
-        metrics::gauge!("streams_consumer_lag").set(total as f64);
+        metrics::gauge!(metric::streams::CONSUMER_LAG).set(total as f64);
     }
 
     /// Publishes the stage's state to the status and the gauges.
@@ -949,7 +948,7 @@ impl Engine {
             .values()
             .map(|p| p.partition.state().products())
             .sum();
-        metrics::gauge!("streams_state_products").set(products as f64);
+        metrics::gauge!(metric::streams::STATE_PRODUCTS).set(products as f64);
         let records_in = self.setup.records_in.load(Ordering::Relaxed);
         let partitions = self
             .parts
@@ -999,7 +998,7 @@ fn offsets_not_committed(error: &KafkaError, offsets: &TopicPartitionList) {
         ?partitions,
         "Committing input offsets failed; the next commit carries them."
     );
-    metrics::counter!("streams_offset_commit_failures_total").increment(1);
+    metrics::counter!(metric::streams::OFFSET_COMMIT_FAILURES).increment(1);
 }
 
 /// The aggregation stage.

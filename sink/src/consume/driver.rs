@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use marketflow_core::codec::Codec;
+use marketflow_core::metric;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
@@ -22,7 +23,7 @@ use crate::envelope::{self, Envelope};
 use crate::error::ConsumeError;
 use crate::settings::Settings;
 use crate::stage::StageHandle;
-use crate::stats::{self, Board, State};
+use crate::stats::{Board, State};
 
 /// The consumer loop and what it owns.
 pub(crate) struct Consumption {
@@ -202,7 +203,7 @@ impl Consumption {
     fn publish_records_in(&mut self) {
         let mut total = 0;
         for (topic, n) in std::mem::take(&mut self.records_in) {
-            metrics::counter!(stats::RECORDS_IN, "topic" => topic.to_string()).increment(n);
+            metrics::counter!(metric::sink::RECORDS_IN, "topic" => topic.to_string()).increment(n);
             total += n;
         }
         self.board.lock().records_in += total;
