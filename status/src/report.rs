@@ -12,7 +12,14 @@ const SUMS_SHOWN: usize = 12;
 pub fn text(status: &Status, header: &str) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "{header}");
+    for section in [programs, topics, groups, subjects, tables, sums, unreached] {
+        section(&mut out, status);
+    }
+    out
+}
 
+/// Which programs answer on their admin port.
+fn programs(out: &mut String, status: &Status) {
     let _ = writeln!(out, "\nPROGRAMS");
     for p in &status.programs {
         let _ = writeln!(
@@ -23,7 +30,10 @@ pub fn text(status: &Status, header: &str) -> String {
             p.address
         );
     }
+}
 
+/// Every topic's partitions, end offsets and records.
+fn topics(out: &mut String, status: &Status) {
     let _ = writeln!(
         out,
         "\nTOPICS{:>38}{:>14}{:>12}",
@@ -39,7 +49,10 @@ pub fn text(status: &Status, header: &str) -> String {
             t.messages()
         );
     }
+}
 
+/// Every consumer group's committed offsets, end offsets and lag, per topic.
+fn groups(out: &mut String, status: &Status) {
     let _ = writeln!(
         out,
         "\nCONSUMER GROUPS{:>33}{:>12}{:>12}{:>10}",
@@ -58,7 +71,10 @@ pub fn text(status: &Status, header: &str) -> String {
             );
         }
     }
+}
 
+/// Every registry subject's versions and latest schema id.
+fn subjects(out: &mut String, status: &Status) {
     let _ = writeln!(out, "\nSUBJECTS{:>40}{:>10}", "VERSIONS", "LATEST ID");
     for s in &status.subjects {
         let versions = s
@@ -72,12 +88,18 @@ pub fn text(status: &Status, header: &str) -> String {
             .map_or_else(|| "-".to_owned(), |id| id.to_string());
         let _ = writeln!(out, "  {:<38}{:>8}{:>10}", s.subject, versions, id);
     }
+}
 
+/// Every table's row count.
+fn tables(out: &mut String, status: &Status) {
     let _ = writeln!(out, "\nMYSQL TABLES{:>36}", "ROWS");
     for t in &status.tables {
         let _ = writeln!(out, "  {:<38}{:>8}", t.table, t.rows);
     }
+}
 
+/// The first [`SUMS_SHOWN`] running sums.
+fn sums(out: &mut String, status: &Status) {
     let _ = writeln!(
         out,
         "\nRUNNING SUMS (latest){:>17}{:>16}{:>12}{:>12}",
@@ -107,14 +129,16 @@ pub fn text(status: &Status, header: &str) -> String {
             status.sums.len() - SUMS_SHOWN
         );
     }
+}
 
+/// The parts that could not be asked, if any.
+fn unreached(out: &mut String, status: &Status) {
     if !status.errors.is_empty() {
         let _ = writeln!(out, "\nNOT REACHED");
         for e in &status.errors {
             let _ = writeln!(out, "  {e}");
         }
     }
-    out
 }
 
 #[cfg(test)]

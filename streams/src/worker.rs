@@ -44,7 +44,7 @@ use crate::driver::{Driver, Stage, StageConsumer};
 use crate::filter::DropReason;
 use crate::input::{Fields, InputDecoder};
 use crate::output::{Output, OutputError, end_to_end_seconds, epoch_millis, transactional_id};
-use crate::partition::{Body, KeyValue, Partition, Record};
+use crate::partition::{Body, KeyValue, Outcome, Partition, Record};
 use crate::routing::Partitioner;
 use crate::state::{Restorer, StateError};
 
@@ -559,24 +559,42 @@ impl Engine {
             metrics::counter!(metric::streams::RECORDS_DROPPED, "reason" => reason.label())
                 .increment(1);
         }
-        let changelog = &self.setup.config.streams.changelog_topic;
-        // A sum's declaration goes before the first change that touches it (see `state`).
-        write_changelog(&writer, changelog, partition, &outcome.declarations)?;
-        if let Some(change) = &outcome.change {
-            // Its delivery makes the change durable under `changelog`; under `exactly_once`
-            // the commit does.
-            writer.send_effect(
-                changelog,
-                Some(partition),
-                &change.key,
-                &change.value,
-                timestamp,
-            )?;
-            if matches!(self.setup.writers, Writers::PerPartition) && timestamp > 0 {
-                part.uncommitted.push(timestamp);
-            }
+        let wrote_change = self.write_outcome(partition, &writer, &outcome, timestamp)?;
+        if wrote_change
+            && matches!(self.setup.writers, Writers::PerPartition)
+            && timestamp > 0
+            && let Some(part) = self.parts.get_mut(&partition)
+        {
+            part.uncommitted.push(timestamp);
         }
         Ok(())
+    }
+
+    /// Writes a processed record's declarations and change to partition `partition` of the
+    /// changelog, through `writer`; returns whether there was a change.
+    fn write_outcome(
+        &self,
+        partition: i32,
+        writer: &Output,
+        outcome: &Outcome,
+        timestamp: i64,
+    ) -> Result<bool, WorkerError> {
+        let changelog = &self.setup.config.streams.changelog_topic;
+        // A sum's declaration goes before the first change that touches it (see `state`).
+        write_changelog(writer, changelog, partition, &outcome.declarations)?;
+        let Some(change) = &outcome.change else {
+            return Ok(false);
+        };
+        // Its delivery makes the change durable under `changelog`; under `exactly_once` the
+        // commit does.
+        writer.send_effect(
+            changelog,
+            Some(partition),
+            &change.key,
+            &change.value,
+            timestamp,
+        )?;
+        Ok(true)
     }
 
     /// Counts, and logs once per partition and assignment, a record whose key is not where the
