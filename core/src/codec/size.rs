@@ -20,7 +20,7 @@ use std::mem::size_of;
 use apache_avro::Schema;
 use apache_avro::schema::{
     DecimalSchema, EnumSchema, FixedSchema, InnerDecimalSchema, Name, NamespaceRef, RecordSchema,
-    UuidSchema,
+    UnionSchema, UuidSchema,
 };
 use apache_avro::types::Value;
 
@@ -340,65 +340,11 @@ impl<'a, 'b, S: std::borrow::Borrow<Schema>> Walk<'a, 'b, S> {
                 InnerDecimalSchema::Fixed(FixedSchema { size, .. }) => self.fixed(*size),
                 InnerDecimalSchema::Bytes => self.bytes(),
             },
-            Schema::Enum(EnumSchema { symbols, .. }) => {
-                let index = self.long()?;
-                let symbol = usize::try_from(index)
-                    .ok()
-                    .and_then(|i| symbols.get(i))
-                    .ok_or_else(|| malformed(format!("enum index {index}")))?;
-                self.charge(symbol.len())
-            }
-            Schema::Union(union) => {
-                // The end of input decodes as a null in the first branch.
-                let Some(z) = self.varint()? else {
-                    return self.charge(size_of::<Value>());
-                };
-                #[allow(clippy::cast_possible_wrap)]
-                let index = if z & 1 == 0 {
-                    (z >> 1) as i64
-                } else {
-                    !(z >> 1) as i64
-                };
-                let variant = usize::try_from(index)
-                    .ok()
-                    .and_then(|i| union.variants().get(i))
-                    .ok_or_else(|| malformed(format!("union branch {index}")))?;
-                self.charge(size_of::<Value>())?;
-                self.value(variant, namespace, depth + 1)
-            }
-            Schema::Record(RecordSchema { name, fields, .. }) => {
-                let full = name.fully_qualified_name(namespace);
-                self.charge_items(fields.len(), size_of::<(String, Value)>())?;
-                for field in fields {
-                    self.charge(field.name.len())?;
-                    self.value(&field.schema, full.namespace(), depth + 1)?;
-                }
-                Ok(())
-            }
-            Schema::Array(array) => loop {
-                let count = self.block_len()?;
-                if count == 0 {
-                    return Ok(());
-                }
-                self.charge_items(count, size_of::<Value>())?;
-                for _ in 0..count {
-                    self.value(&array.items, namespace, depth + 1)?;
-                }
-            },
-            Schema::Map(map) => loop {
-                let count = self.block_len()?;
-                if count == 0 {
-                    return Ok(());
-                }
-                // A hash table reserves up to twice its entries.
-                self.charge_items(count, 2 * (size_of::<(String, Value)>() + 1))?;
-                for _ in 0..count {
-                    if !self.string()? {
-                        return Err(malformed("the body ends inside a map key"));
-                    }
-                    self.value(&map.types, namespace, depth + 1)?;
-                }
-            },
+            Schema::Enum(EnumSchema { symbols, .. }) => self.symbol(symbols),
+            Schema::Union(union) => self.union(union, namespace, depth),
+            Schema::Record(record) => self.record(record, namespace, depth),
+            Schema::Array(array) => self.items(&array.items, namespace, depth, false),
+            Schema::Map(map) => self.items(&map.types, namespace, depth, true),
             Schema::Ref { name } => {
                 let full = name.fully_qualified_name(namespace);
                 let resolved = self
@@ -406,6 +352,86 @@ impl<'a, 'b, S: std::borrow::Borrow<Schema>> Walk<'a, 'b, S> {
                     .get(full.as_ref())
                     .ok_or_else(|| malformed(format!("an unknown named type {full}")))?;
                 self.value(resolved.borrow(), full.namespace(), depth + 1)
+            }
+        }
+    }
+
+    /// An enum's symbol, which the decoded value holds as a string.
+    fn symbol(&mut self, symbols: &[String]) -> Result<(), Refusal> {
+        let index = self.long()?;
+        let symbol = usize::try_from(index)
+            .ok()
+            .and_then(|i| symbols.get(i))
+            .ok_or_else(|| malformed(format!("enum index {index}")))?;
+        self.charge(symbol.len())
+    }
+
+    /// A union's branch index, then the branch's value, boxed.
+    fn union(
+        &mut self,
+        union: &UnionSchema,
+        namespace: NamespaceRef<'_>,
+        depth: usize,
+    ) -> Result<(), Refusal> {
+        // The end of input decodes as a null in the first branch.
+        let Some(z) = self.varint()? else {
+            return self.charge(size_of::<Value>());
+        };
+        #[allow(clippy::cast_possible_wrap)]
+        let index = if z & 1 == 0 {
+            (z >> 1) as i64
+        } else {
+            !(z >> 1) as i64
+        };
+        let variant = usize::try_from(index)
+            .ok()
+            .and_then(|i| union.variants().get(i))
+            .ok_or_else(|| malformed(format!("union branch {index}")))?;
+        self.charge(size_of::<Value>())?;
+        self.value(variant, namespace, depth + 1)
+    }
+
+    /// A record's fields, each with its name.
+    fn record(
+        &mut self,
+        record: &RecordSchema,
+        namespace: NamespaceRef<'_>,
+        depth: usize,
+    ) -> Result<(), Refusal> {
+        let full = record.name.fully_qualified_name(namespace);
+        self.charge_items(record.fields.len(), size_of::<(String, Value)>())?;
+        for field in &record.fields {
+            self.charge(field.name.len())?;
+            self.value(&field.schema, full.namespace(), depth + 1)?;
+        }
+        Ok(())
+    }
+
+    /// The blocks of an array's items, or of a map's entries (`keyed`: each item has a string
+    /// key before it), up to the empty block that ends them.
+    fn items(
+        &mut self,
+        schema: &Schema,
+        namespace: NamespaceRef<'_>,
+        depth: usize,
+        keyed: bool,
+    ) -> Result<(), Refusal> {
+        loop {
+            let count = self.block_len()?;
+            if count == 0 {
+                return Ok(());
+            }
+            if keyed {
+                // A hash table reserves up to twice its entries.
+                self.charge_items(count, 2 * (size_of::<(String, Value)>() + 1))?;
+            } else {
+                self.charge_items(count, size_of::<Value>())?;
+            }
+            for _ in 0..count {
+                if keyed && !self.string()? {
+                    return Err(malformed("the body ends inside a map key"));
+                }
+                self.value(schema, namespace, depth + 1)?;
             }
         }
     }
