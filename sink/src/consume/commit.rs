@@ -24,8 +24,11 @@ pub(super) fn offsets(
         if assignment.is_some_and(|a| a.find_partition(&topic, partition).is_none()) {
             continue;
         }
-        // Only fails for a negative offset, which `written` never holds.
-        let _ = list.add_partition_offset(&topic, partition, Offset::Offset(offset));
+        // Only fails for a negative offset, which `written` never holds; leaving it out only
+        // leaves that partition's commit behind, never ahead of its rows.
+        if let Err(error) = list.add_partition_offset(&topic, partition, Offset::Offset(offset)) {
+            tracing::error!(%error, %topic, partition, offset, "Offset left out of a commit.");
+        }
     }
     list
 }
