@@ -259,51 +259,26 @@ pub fn lag(low: i64, high: i64, next: Option<i64>) -> i64 {
 /// the brokers acknowledge what it holds.
 pub const QUEUE_FULL_WAIT: Duration = Duration::from_millis(2);
 
-/// Offers `record` to `send` (a producer's `send` or `send_result`) until its queue has room,
-/// waiting [`QUEUE_FULL_WAIT`] between offers, so a burst waits instead of failing. Any other
-/// refusal is returned with the record.
+/// Offers `record` to `send` (a `BaseProducer`'s or `ThreadedProducer`'s `send`) until its
+/// queue has room, waiting [`QUEUE_FULL_WAIT`] on this thread between offers, so a burst waits
+/// instead of failing. Any other refusal is returned with the record. (An async caller has
+/// rdkafka's own wait: `FutureProducer::send` with `Timeout::Never`.)
 ///
 /// # Errors
 /// What `send` refused the record with, other than a full queue.
-pub async fn send_until_queued<R, T>(
+pub fn send_until_queued<R, T>(
     mut record: R,
     mut send: impl FnMut(R) -> Result<T, (KafkaError, R)>,
 ) -> Result<T, (KafkaError, R)> {
     loop {
         match send(record) {
-            Err((error, back)) if is_queue_full(&error) => {
-                record = back;
-                tokio::time::sleep(QUEUE_FULL_WAIT).await;
-            }
-            done => return done,
-        }
-    }
-}
-
-/// [`send_until_queued`] for a producer driven from its own thread: the wait blocks the thread.
-///
-/// # Errors
-/// What `send` refused the record with, other than a full queue.
-pub fn send_until_queued_blocking<R, T>(
-    mut record: R,
-    mut send: impl FnMut(R) -> Result<T, (KafkaError, R)>,
-) -> Result<T, (KafkaError, R)> {
-    loop {
-        match send(record) {
-            Err((error, back)) if is_queue_full(&error) => {
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                 record = back;
                 std::thread::sleep(QUEUE_FULL_WAIT);
             }
             done => return done,
         }
     }
-}
-
-fn is_queue_full(error: &KafkaError) -> bool {
-    matches!(
-        error,
-        KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull)
-    )
 }
 
 /// The consumer's configuration: group `group_id`, no automatic commits or offset stores,
@@ -449,30 +424,19 @@ mod tests {
     fn a_full_queue_is_waited_on_and_any_other_refusal_returned_with_its_record() {
         let full = RDKafkaErrorCode::QueueFull;
         let mut calls = 0;
-        let sent = send_until_queued_blocking("r", refusing(vec![full, full], &mut calls));
+        let sent = send_until_queued("r", refusing(vec![full, full], &mut calls));
         assert_eq!(sent.map_err(|(e, _)| e), Ok("r"));
         assert_eq!(calls, 3);
 
         let mut calls = 0;
         let too_large = RDKafkaErrorCode::MessageSizeTooLarge;
-        let sent = send_until_queued_blocking("r", refusing(vec![full, too_large], &mut calls));
+        let sent = send_until_queued("r", refusing(vec![full, too_large], &mut calls));
         assert_eq!(
             sent,
             Err((KafkaError::MessageProduction(too_large), "r")),
             "only a full queue is offered again"
         );
         assert_eq!(calls, 2);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn the_async_send_waits_on_a_full_queue_too() {
-        let full = RDKafkaErrorCode::QueueFull;
-        let mut calls = 0;
-        let started = tokio::time::Instant::now();
-        let sent = send_until_queued("r", refusing(vec![full; 3], &mut calls)).await;
-        assert_eq!(sent.map_err(|(e, _)| e), Ok("r"));
-        assert_eq!(calls, 4);
-        assert_eq!(started.elapsed(), QUEUE_FULL_WAIT * 3);
     }
 
     fn with(properties: &[(&str, &str)]) -> KafkaConfig {

@@ -10,13 +10,14 @@ use std::time::{Duration, Instant};
 
 use marketflow_core::codec::{Codec, CodecError};
 use marketflow_core::config::KafkaConfig;
-use marketflow_core::kafka::{self, SendLimit};
+use marketflow_core::kafka::SendLimit;
 use marketflow_core::metric;
 use marketflow_core::record::Listing;
 use marketflow_core::replicas::{self, Shortage};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::util::Timeout;
 use tokio::sync::Mutex;
 
 /// The header holding the crawl id on every listing: a second record of a product id with the
@@ -139,17 +140,8 @@ impl Sender {
         if let Some(headers) = headers {
             record = record.headers(headers);
         }
-        #[expect(
-            clippy::result_large_err,
-            reason = "rdkafka hands a refused record back by value"
-        )]
-        let delivery =
-            match kafka::send_until_queued(record, |r| self.producer.send_result(r)).await {
-                Ok(delivery) => delivery,
-                Err((source, _)) => {
-                    return Err(self.failed(topic, source, key.len() + payload.len()).await);
-                }
-            };
+        // rdkafka waits out a full queue (`Timeout::Never`), then the delivery.
+        let delivery = self.producer.send(record, Timeout::Never);
         tokio::pin!(delivery);
         let started = Instant::now();
         let delivered = loop {
@@ -159,14 +151,11 @@ impl Sender {
             }
         };
         match delivered {
-            Ok(Ok(delivered)) => Ok(Delivered {
+            Ok(delivered) => Ok(Delivered {
                 partition: delivered.partition,
                 offset: delivered.offset,
             }),
-            Ok(Err((source, _))) => {
-                Err(self.failed(topic, source, key.len() + payload.len()).await)
-            }
-            Err(_canceled) => Err(self.failed(topic, KafkaError::Canceled, 0).await),
+            Err((source, _)) => Err(self.failed(topic, source, key.len() + payload.len()).await),
         }
     }
 

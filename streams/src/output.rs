@@ -295,7 +295,7 @@ impl Output {
             clippy::result_large_err,
             reason = "rdkafka hands a refused record back by value"
         )]
-        let sent = kafka::send_until_queued_blocking(record, |r| self.producer.send(r));
+        let sent = kafka::send_until_queued(record, |r| self.producer.send(r));
         match sent {
             Ok(()) => Ok(()),
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge), _)) => {
