@@ -1,6 +1,7 @@
 //! The shared contract of marketflow: the records and their Avro schemas, the registry codec,
-//! configuration, Kafka client builders and why their writes wait, telemetry, the admin server and
-//! graceful shutdown.
+//! configuration, Kafka client builders and why their writes wait (with the rules every program
+//! applies alike: consumer lag, the wait on a full producer queue), the metric names, telemetry,
+//! the admin server, graceful shutdown, and the `main` every program shares (`program`).
 //!
 //! Every program of the workspace (`scraper`, `sink`, `streams`) builds on this crate, so that they
 //! agree on what a listing is, how it is framed on the wire and how they are configured.
