@@ -6,7 +6,8 @@
 pub mod scraper {
     /// Counter: pages fetched, by `status` (the HTTP status class, `timeout` or `error`).
     pub const PAGES_FETCHED: &str = "scraper_pages_fetched_total";
-    /// Counter: product ids visited, by `outcome` (`listing`, `deleted`, `blocked`, `malformed`, `failed`).
+    /// Counter: product ids visited, by `outcome` (`listing`, `deleted`, `blocked`, `malformed`,
+    /// `failed`).
     pub const OUTCOMES: &str = "scraper_outcomes_total";
     /// Counter: requests tried again, by `reason`.
     pub const RETRIES: &str = "scraper_retries_total";

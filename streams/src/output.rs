@@ -255,8 +255,8 @@ impl Output {
 
     /// As [`Output::send`], for the record that makes durable the effect of an input record of
     /// timestamp `since` (epoch milliseconds): its delivery is measured in
-    /// [`metric::streams::END_TO_END_SECONDS`]. Only for a producer that is not transactional, where delivered
-    /// is durable.
+    /// [`metric::streams::END_TO_END_SECONDS`]. Only for a producer that is not transactional,
+    /// where delivered is durable.
     ///
     /// # Errors
     /// As [`Output::send`].

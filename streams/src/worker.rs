@@ -182,8 +182,8 @@ struct Owned {
     /// Under `exactly_once`, the input offset last committed with a transaction.
     committed: Option<i64>,
     /// Under `exactly_once`, the timestamps of the input records whose state changes the open
-    /// transaction holds: measured in [`metric::streams::END_TO_END_SECONDS`] when it commits (one commit
-    /// interval's worth at most).
+    /// transaction holds: measured in [`metric::streams::END_TO_END_SECONDS`] when it commits
+    /// (one commit interval's worth at most).
     uncommitted: Vec<i64>,
     /// The producer its records go through (shared with the other partitions under
     /// `changelog`, its own under `exactly_once`).
