@@ -188,6 +188,8 @@ pub struct Codec {
     encoder: AvroEncoder,
     decoder: AvroDecoder,
     http: reqwest::Client,
+    /// For the credentials of the requests `http` makes.
+    registry: RegistryConfig,
     max_decoded_bytes: usize,
     writers: Mutex<HashMap<u32, Arc<WriterSchema>>>,
     memberships: Mutex<HashMap<(String, u32), Membership>>,
@@ -217,10 +219,15 @@ impl Codec {
             url: config.url.clone(),
             detail,
         };
-        let settings = SrSettings::new_builder(config.url.clone())
-            .set_timeout(config.timeout)
-            .build()
-            .map_err(|e| unavailable(e.to_string()))?;
+        let mut settings = SrSettings::new_builder(config.url.clone());
+        settings.set_timeout(config.timeout);
+        if let Some((user, password)) = config
+            .credentials()
+            .map_err(|e| unavailable(e.to_string()))?
+        {
+            settings.set_basic_authorization(user, Some(password));
+        }
+        let settings = settings.build().map_err(|e| unavailable(e.to_string()))?;
         let http = reqwest::Client::builder()
             .timeout(config.timeout)
             .build()
@@ -230,6 +237,7 @@ impl Codec {
             encoder: AvroEncoder::new(settings.clone()),
             decoder: AvroDecoder::new(settings),
             http,
+            registry: config.clone(),
             max_decoded_bytes: config.max_decoded_bytes,
             writers: Mutex::default(),
             memberships: Mutex::default(),
@@ -450,8 +458,8 @@ impl Codec {
             detail,
         };
         let response = self
-            .http
-            .get(&url)
+            .registry
+            .authorize(self.http.get(&url))
             .send()
             .await
             .map_err(|e| unavailable(format!("GET {url}: {e}")))?;

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use figment::Figment;
 use figment::providers::{Env, Format, Toml};
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 /// Prefix of the environment variables that override the file, e.g.
@@ -75,9 +75,11 @@ impl Config {
     /// # Errors
     /// [`ConfigError::Invalid`] naming the offending key.
     pub fn from_figment(figment: Figment) -> Result<Self, ConfigError> {
-        figment
+        let config: Self = figment
             .extract()
-            .map_err(|e| ConfigError::Invalid(describe(e)))
+            .map_err(|e| ConfigError::Invalid(describe(e)))?;
+        config.registry.credentials()?;
+        Ok(config)
     }
 }
 
@@ -181,6 +183,41 @@ pub struct RegistryConfig {
     /// Largest size, in bytes, one record's key or value may take once decoded; a record over it
     /// is refused (`too_large`) before it is built, whatever its schema says.
     pub max_decoded_bytes: usize,
+    /// HTTP basic auth for every registry request, `USER:PASSWORD` (Confluent's
+    /// `basic.auth.user.info`; the password may hold colons). Unset: no credentials are sent.
+    /// Never logged.
+    pub basic_auth: Option<SecretString>,
+}
+
+impl RegistryConfig {
+    /// The user and password of `basic_auth`, if set.
+    ///
+    /// # Errors
+    /// When `basic_auth` is not `USER:PASSWORD` with neither empty.
+    pub fn credentials(&self) -> Result<Option<(&str, &str)>, ConfigError> {
+        let Some(secret) = &self.basic_auth else {
+            return Ok(None);
+        };
+        match secret.expose_secret().split_once(':') {
+            Some((user, password)) if !user.is_empty() && !password.is_empty() => {
+                Ok(Some((user, password)))
+            }
+            _ => Err(ConfigError::Invalid(
+                "registry.basic_auth must be USER:PASSWORD with neither empty (the value is not \
+                 shown: it is a secret)"
+                    .to_owned(),
+            )),
+        }
+    }
+
+    /// `request` with the registry's credentials, if any; every registry request goes through
+    /// here or through the codec, which sends the same.
+    pub fn authorize(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match self.credentials() {
+            Ok(Some((user, password))) => request.basic_auth(user, Some(password)),
+            _ => request,
+        }
+    }
 }
 
 impl Default for RegistryConfig {
@@ -189,6 +226,7 @@ impl Default for RegistryConfig {
             url: "http://127.0.0.1:18081".to_owned(),
             timeout: Duration::from_secs(10),
             max_decoded_bytes: 4 * 1024 * 1024,
+            basic_auth: None,
         }
     }
 }

@@ -181,8 +181,8 @@ async fn check_registry(registry: &RegistryConfig) -> Result<(), Error> {
         .build()
         .map_err(|e| failed(e.to_string()))?;
     let url = format!("{}/subjects", registry.url.trim_end_matches('/'));
-    let response = client
-        .get(&url)
+    let response = registry
+        .authorize(client.get(&url))
         .send()
         .await
         .map_err(|e| failed(e.to_string()))?;

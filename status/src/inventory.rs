@@ -336,8 +336,9 @@ async fn subjects(config: &Config, filter: Option<&str>) -> Result<Vec<SubjectSt
         .timeout(TIMEOUT)
         .build()
         .map_err(fail)?;
-    let names: Vec<String> = client
-        .get(format!("{url}/subjects"))
+    let registry = &config.registry;
+    let names: Vec<String> = registry
+        .authorize(client.get(format!("{url}/subjects")))
         .send()
         .await
         .map_err(fail)?
@@ -353,8 +354,8 @@ async fn subjects(config: &Config, filter: Option<&str>) -> Result<Vec<SubjectSt
         base.path_segments_mut()
             .map_err(|()| format!("registry URL {url} cannot have a path"))?
             .extend(["subjects", &subject, "versions"]);
-        let versions: Vec<u32> = client
-            .get(base.clone())
+        let versions: Vec<u32> = registry
+            .authorize(client.get(base.clone()))
             .send()
             .await
             .map_err(fail)?
@@ -364,8 +365,8 @@ async fn subjects(config: &Config, filter: Option<&str>) -> Result<Vec<SubjectSt
         base.path_segments_mut()
             .map_err(|()| format!("registry URL {url}"))?
             .push("latest");
-        let latest: serde_json::Value = client
-            .get(base)
+        let latest: serde_json::Value = registry
+            .authorize(client.get(base))
             .send()
             .await
             .map_err(fail)?

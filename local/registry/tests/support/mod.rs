@@ -30,6 +30,12 @@ pub struct Registry {
 impl Registry {
     /// Starts the binary on `data_dir` and waits until it answers.
     pub async fn start(data_dir: &Path) -> Self {
+        Self::start_with(data_dir, &[]).await
+    }
+
+    /// As [`Registry::start`], with the environment variables `env` set (e.g.
+    /// `REGISTRY_BASIC_AUTH`).
+    pub async fn start_with(data_dir: &Path, env: &[(&str, &str)]) -> Self {
         let port = free_port();
         let logs = tempfile::tempdir().unwrap();
         let log = File::create(logs.path().join("registry.log")).unwrap();
@@ -39,6 +45,7 @@ impl Registry {
             .arg("--data-dir")
             .arg(data_dir)
             .env("RUST_LOG", "debug")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
