@@ -57,6 +57,7 @@ LABELS = {
     "bytewax": "bytewax 0.21.1 filtered_sum",
     "ks_alos": "Kafka Streams 4.1.0 at_least_once",
     "ks_eos": "Kafka Streams 4.1.0 exactly_once_v2",
+    "baseline": "marketflow streams (baseline)",
 }
 CLOCK_TICK = os.sysconf("SC_CLK_TCK")
 
@@ -361,6 +362,9 @@ def main() -> int:
     parser.add_argument("--keep-topics", action="store_true")
     parser.add_argument("--streams-bin", default=str(ROOT / "target/release/streams"))
     parser.add_argument("--raw-bin", default=str(ROOT / "target/release/raw-copy"))
+    parser.add_argument("--baseline-bin", default=None,
+                        help="another build of streams (e.g. before a change), run under "
+                             "changelog right after --streams-bin's changelog run")
     parser.add_argument("--kstreams-classpath", default="")
     parser.add_argument("--python", default=sys.executable)
     parser.add_argument("--logs", default=str(Path.home() / ".cache/marketflow/peers/logs"))
@@ -425,7 +429,7 @@ def main() -> int:
             create(f"{prefix}-copy")
             command = [args.raw_bin, bootstrap, source, f"{prefix}-copy", str(n), prefix]
             return measure(name, command, {}, log_path, None, timeout)
-        if name in ("changelog", "exactly_once"):
+        if name in ("changelog", "exactly_once", "baseline"):
             create(f"{prefix}-affordable", f"{prefix}-sums")
             env = {
                 "MARKETFLOW__TOPICS__LISTINGS": source,
@@ -434,7 +438,7 @@ def main() -> int:
                 "MARKETFLOW__STREAMS__GROUP_ID": prefix,
                 "MARKETFLOW__STREAMS__CHANGELOG_TOPIC": f"{prefix}-changelog",
                 "MARKETFLOW__STREAMS__PARTIALS_TOPIC": f"{prefix}-partials",
-                "MARKETFLOW__STREAMS__GUARANTEE": name,
+                "MARKETFLOW__STREAMS__GUARANTEE": "changelog" if name == "baseline" else name,
                 "MARKETFLOW__STREAMS__MAX_PRICE": str(MAX_PRICE),
                 "MARKETFLOW__STREAMS__ADMIN_ADDR": "127.0.0.1:0",
                 "MARKETFLOW__KAFKA__BOOTSTRAP_SERVERS": bootstrap,
@@ -442,7 +446,8 @@ def main() -> int:
                 "RUST_LOG": os.environ.get("RUST_LOG", "warn"),
             }
             watch = Watch(bootstrap, f"{prefix}-sums", marketflow_sum)
-            return measure(name, [args.streams_bin], env, log_path, watch, timeout)
+            binary = args.baseline_bin if name == "baseline" else args.streams_bin
+            return measure(name, [binary], env, log_path, watch, timeout)
         if name == "bytewax":
             create(f"{prefix}-sum")
             env = {"BOOTSTRAP": bootstrap, "REGISTRY_URL": registry, "INPUT": source,
@@ -468,6 +473,9 @@ def main() -> int:
     results: list[tuple[str, Result]] = []
     try:
         plan = [(c, c) for c in only]
+        if args.baseline_bin:
+            after = plan.index(("changelog", "changelog")) + 1 if "changelog" in only else 0
+            plan.insert(after, ("baseline", "baseline"))
         if "raw" in only:
             plan.remove(("raw", "raw"))
             plan = [("raw", "raw-before"), *plan, ("raw", "raw-after")]

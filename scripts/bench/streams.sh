@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The streams benchmark: scripts/bench.sh streams [N] [--listings N] [--only LIST] [--timeout S]
-#                                                 [--keep-topics] [--no-build]
+#                                                 [--keep-topics] [--no-build] [--baseline-bin PATH]
 # Fills one fresh 3-partition topic with N Avro listings (default 1,000,000; every product id
 # distinct, 59 % at or under 1,000,000 KRW) and runs over it, one after the other, each from its
 # process start to its exact final global sum: the raw consume→produce loop (first and last),
@@ -9,6 +9,8 @@
 # job. It prints one table: wall, listings/s, CPU-s, max RSS, whether the final sum is exact, and
 # each one's rate against the raw loop's. LIST picks contenders (comma-separated) of: raw,
 # changelog, exactly_once, bytewax, ks_alos, ks_eos. --no-build runs the binaries already built.
+# --baseline-bin PATH adds another build of streams (e.g. one made before a change, copied out of
+# target/release) under `changelog`, run right after this build's, for a before/after ratio.
 #
 # The peers live in bench/peers/ (see its README.md); what they need is installed idempotently
 # under ~/.cache/marketflow/peers/: a Python venv from bench/peers/requirements.txt (PyPI), and the
@@ -22,7 +24,7 @@ args=() build=1
 while (($#)); do
   case $1 in
     --no-build) build=0 ;;
-    --listings | --only | --timeout) args+=("$1" "${2:?$1 needs a value}"); shift ;;
+    --listings | --only | --timeout | --baseline-bin) args+=("$1" "${2:?$1 needs a value}"); shift ;;
     [0-9]*) args+=(--listings "$1") ;;
     *) args+=("$1") ;;
   esac
