@@ -7,6 +7,7 @@
 //! exact across crashes and rebalances, without transactions and with them.
 
 pub mod aggregate;
+mod buffers;
 pub mod changelog;
 pub mod control;
 mod driver;

@@ -237,6 +237,7 @@ impl Merger {
         let group = format!("{}-merge", setup.config.streams.group_id);
         let mut config = consumer_config(&setup.config.kafka, &group)?;
         config.set("isolation.level", "read_committed");
+        crate::buffers::consumer(&mut config);
         let interval = setup.config.streams.commit_interval;
         let engine = Engine {
             setup,

@@ -1042,6 +1042,7 @@ impl Worker {
         )?;
         let mut config = consumer_config(&setup.config.kafka, &streams.group_id)?;
         config.set("isolation.level", "read_committed");
+        crate::buffers::consumer(&mut config);
         let input = InputDecoder::new(
             setup.codec.clone(),
             setup.runtime.clone(),
