@@ -12,12 +12,38 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::{shutdown, telemetry};
 
-/// The `--config` flag, flattened into each program's own arguments.
+/// Where a program's configuration comes from, for its `--help`.
+pub const CONFIGURATION_HELP: &str = "Configuration: built-in defaults (the local cluster), then \
+    the TOML file given with --config, then environment variables \
+    MARKETFLOW__<SECTION>__<KEY> (see the README).";
+
+/// The `--config` flag: the whole command line of a program that takes no other (see
+/// [`ConfigFile::parse_command_line`]), or flattened into a program's own arguments.
 #[derive(Debug, clap::Args)]
 pub struct ConfigFile {
     /// A TOML configuration file.
     #[arg(long = "config", value_name = "PATH")]
     pub path: Option<PathBuf>,
+}
+
+impl ConfigFile {
+    /// Parses the command line of program `name`, which does what `about` says and takes only
+    /// `--config` (and `--help`, `--version`); exits with clap's message on a bad one.
+    pub fn parse_command_line(
+        name: &'static str,
+        about: &'static str,
+        version: &'static str,
+    ) -> Self {
+        use clap::{Args, FromArgMatches};
+        // After `augment_args`, which would make this struct's doc comment the program's.
+        let command = Self::augment_args(clap::Command::new(name))
+            .about(about)
+            .long_about(None)
+            .version(version)
+            .after_help(CONFIGURATION_HELP);
+        let matches = command.get_matches();
+        Self::from_arg_matches(&matches).unwrap_or_else(|error| error.exit())
+    }
 }
 
 /// Runs `job` as program `name`: loads the configuration (defaults, then the file at `path`,
