@@ -188,8 +188,6 @@ pub struct Codec {
     encoder: AvroEncoder,
     decoder: AvroDecoder,
     http: reqwest::Client,
-    /// For the credentials of the requests `http` makes.
-    registry: RegistryConfig,
     max_decoded_bytes: usize,
     writers: Mutex<HashMap<u32, Arc<WriterSchema>>>,
     memberships: Mutex<HashMap<(String, u32), Membership>>,
@@ -228,16 +226,14 @@ impl Codec {
             settings.set_basic_authorization(user, Some(password));
         }
         let settings = settings.build().map_err(|e| unavailable(e.to_string()))?;
-        let http = reqwest::Client::builder()
-            .timeout(config.timeout)
-            .build()
+        let http = config
+            .http_client(config.timeout)
             .map_err(|e| unavailable(e.to_string()))?;
         Ok(Self {
             url: config.url.trim_end_matches('/').to_owned(),
             encoder: AvroEncoder::new(settings.clone()),
             decoder: AvroDecoder::new(settings),
             http,
-            registry: config.clone(),
             max_decoded_bytes: config.max_decoded_bytes,
             writers: Mutex::default(),
             memberships: Mutex::default(),
@@ -458,8 +454,8 @@ impl Codec {
             detail,
         };
         let response = self
-            .registry
-            .authorize(self.http.get(&url))
+            .http
+            .get(&url)
             .send()
             .await
             .map_err(|e| unavailable(format!("GET {url}: {e}")))?;

@@ -210,13 +210,30 @@ impl RegistryConfig {
         }
     }
 
-    /// `request` with the registry's credentials, if any; every registry request goes through
-    /// here or through the codec, which sends the same.
-    pub fn authorize(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-        match self.credentials() {
-            Ok(Some((user, password))) => request.basic_auth(user, Some(password)),
-            _ => request,
+    /// An HTTP client for the registry, its requests timed out after `timeout`, sending the
+    /// credentials with every request (an `Authorization` header marked sensitive, so never
+    /// logged); every registry request but the codec's encoder's goes through one.
+    ///
+    /// # Errors
+    /// When the client cannot be built.
+    pub fn http_client(&self, timeout: Duration) -> reqwest::Result<reqwest::Client> {
+        use base64::Engine;
+        let mut headers = reqwest::header::HeaderMap::new();
+        // `credentials` was checked at load; a value it refuses sends nothing.
+        if let Ok(Some((user, password))) = self.credentials() {
+            let encoded =
+                base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+            if let Ok(mut value) =
+                reqwest::header::HeaderValue::from_str(&format!("Basic {encoded}"))
+            {
+                value.set_sensitive(true);
+                headers.insert(reqwest::header::AUTHORIZATION, value);
+            }
         }
+        reqwest::Client::builder()
+            .timeout(timeout)
+            .default_headers(headers)
+            .build()
     }
 }
 

@@ -176,13 +176,12 @@ async fn check_registry(registry: &RegistryConfig) -> Result<(), Error> {
         url: registry.url.clone(),
         detail,
     };
-    let client = reqwest::Client::builder()
-        .timeout(registry.timeout)
-        .build()
+    let client = registry
+        .http_client(registry.timeout)
         .map_err(|e| failed(e.to_string()))?;
     let url = format!("{}/subjects", registry.url.trim_end_matches('/'));
-    let response = registry
-        .authorize(client.get(&url))
+    let response = client
+        .get(&url)
         .send()
         .await
         .map_err(|e| failed(e.to_string()))?;

@@ -332,13 +332,9 @@ fn group_offsets(
 async fn subjects(config: &Config, filter: Option<&str>) -> Result<Vec<SubjectStatus>, String> {
     let url = config.registry.url.trim_end_matches('/');
     let fail = |e: reqwest::Error| format!("registry at {url}: {e}");
-    let client = reqwest::Client::builder()
-        .timeout(TIMEOUT)
-        .build()
-        .map_err(fail)?;
-    let registry = &config.registry;
-    let names: Vec<String> = registry
-        .authorize(client.get(format!("{url}/subjects")))
+    let client = config.registry.http_client(TIMEOUT).map_err(fail)?;
+    let names: Vec<String> = client
+        .get(format!("{url}/subjects"))
         .send()
         .await
         .map_err(fail)?
@@ -354,8 +350,8 @@ async fn subjects(config: &Config, filter: Option<&str>) -> Result<Vec<SubjectSt
         base.path_segments_mut()
             .map_err(|()| format!("registry URL {url} cannot have a path"))?
             .extend(["subjects", &subject, "versions"]);
-        let versions: Vec<u32> = registry
-            .authorize(client.get(base.clone()))
+        let versions: Vec<u32> = client
+            .get(base.clone())
             .send()
             .await
             .map_err(fail)?
@@ -365,8 +361,8 @@ async fn subjects(config: &Config, filter: Option<&str>) -> Result<Vec<SubjectSt
         base.path_segments_mut()
             .map_err(|()| format!("registry URL {url}"))?
             .push("latest");
-        let latest: serde_json::Value = registry
-            .authorize(client.get(base))
+        let latest: serde_json::Value = client
+            .get(base)
             .send()
             .await
             .map_err(fail)?

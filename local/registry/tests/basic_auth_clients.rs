@@ -71,6 +71,26 @@ async fn the_codec_registers_and_reads_with_the_configured_credentials_only() {
         .await
         .unwrap();
     assert_eq!(decoded, listing);
+
+    // The plain HTTP client every other registry request goes through sends them too.
+    let register = |config: RegistryConfig| async move {
+        config
+            .http_client(std::time::Duration::from_secs(10))
+            .unwrap()
+            .post(format!("{}/subjects/plain-value/versions", config.url))
+            .header("content-type", support::MEDIA_TYPE)
+            .body(r#"{"schema": "\"string\""}"#)
+            .send()
+            .await
+            .unwrap()
+            .status()
+    };
+    assert_eq!(register(registry_config(&registry.url, None)).await, 401);
+    assert!(
+        register(registry_config(&registry.url, Some(CREDENTIALS)))
+            .await
+            .is_success()
+    );
 }
 
 #[test]
