@@ -10,6 +10,7 @@
 mod size;
 
 use std::collections::HashMap;
+use std::marker::PhantomData;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -264,26 +265,28 @@ impl Codec {
         }
     }
 
-    /// Encodes one record of `topic`: `key` and `value` with `V`'s schemas, each registered
-    /// under its subject on first use. Returns the key's bytes and the value's.
+    /// A handle that encodes `topic`'s records, keys and values, with `V`'s schemas, each
+    /// registered under its subject on first use. Made once, it serves any number of records.
+    pub fn record_encoder<V: Keyed>(&self, topic: &str) -> RecordEncoder<'_, V> {
+        RecordEncoder {
+            key: self.encoder(topic, Part::Key, V::KEY_SCHEMA),
+            value: self.encoder(topic, Part::Value, V::VALUE_SCHEMA),
+            record: PhantomData,
+        }
+    }
+
+    /// Encodes one record of `topic` (see [`Codec::record_encoder`]). Returns the key's bytes
+    /// and the value's.
     ///
     /// # Errors
-    /// [`CodecError::Encode`], naming the subject refused, as [`SubjectEncoder::encode`].
+    /// As [`RecordEncoder::encode`].
     pub async fn encode_record<V: Keyed>(
         &self,
         topic: &str,
         key: &V::Key,
         value: &V,
     ) -> Result<(Vec<u8>, Vec<u8>), CodecError> {
-        let key = self
-            .encoder(topic, Part::Key, V::KEY_SCHEMA)
-            .encode(key)
-            .await?;
-        let value = self
-            .encoder(topic, Part::Value, V::VALUE_SCHEMA)
-            .encode(value)
-            .await?;
-        Ok((key, value))
+        self.record_encoder(topic).encode(key, value).await
     }
 
     /// Decodes `part` of a record read from `topic` into `T`, once its schema id is found to be
@@ -598,6 +601,24 @@ fn from_value<T: DeserializeOwned>(id: u32, value: &Value) -> Result<T, CodecErr
         target: std::any::type_name::<T>(),
         detail: e.to_string(),
     })
+}
+
+/// Encodes one topic's records, key and value; see [`Codec::record_encoder`].
+#[derive(Debug)]
+pub struct RecordEncoder<'a, V> {
+    key: SubjectEncoder<'a>,
+    value: SubjectEncoder<'a>,
+    record: PhantomData<fn(&V)>,
+}
+
+impl<V: Keyed> RecordEncoder<'_, V> {
+    /// Encodes `key` and `value` in the wire format; returns the key's bytes and the value's.
+    ///
+    /// # Errors
+    /// [`CodecError::Encode`], naming the subject refused, as [`SubjectEncoder::encode`].
+    pub async fn encode(&self, key: &V::Key, value: &V) -> Result<(Vec<u8>, Vec<u8>), CodecError> {
+        Ok((self.key.encode(key).await?, self.value.encode(value).await?))
+    }
 }
 
 /// Encodes one subject's records; see [`Codec::encoder`].

@@ -17,7 +17,7 @@ use marketflow_core::codec::{Codec, CodecError};
 use marketflow_core::config::Config;
 use marketflow_core::kafka::{ClientError, consumer_config};
 use marketflow_core::metric;
-use marketflow_core::record::ListingSumKey;
+use marketflow_core::record::{ListingSum, ListingSumKey};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::types::RDKafkaRespErr;
@@ -177,6 +177,8 @@ impl Engine {
     /// Emits the total of every sum that changed since the last flush.
     fn emit(&mut self) -> Result<(), MergeError> {
         let topic = self.setup.config.topics.listing_sums.clone();
+        let codec = self.setup.codec.clone();
+        let encoder = codec.record_encoder::<ListingSum>(&topic);
         for key in std::mem::take(&mut self.dirty) {
             let Some(shares) = self.sums.get(&key) else {
                 continue;
@@ -197,10 +199,8 @@ impl Engine {
                     continue;
                 }
             };
-            let (encoded_key, encoded_value) = self
-                .setup
-                .runtime
-                .block_on(self.setup.codec.encode_record(&topic, &key, &record))?;
+            let (encoded_key, encoded_value) =
+                self.setup.runtime.block_on(encoder.encode(&key, &record))?;
             self.setup
                 .output
                 .send(&topic, None, &encoded_key, &encoded_value)?;

@@ -192,13 +192,14 @@ async fn create_database(
 async fn produce_listings(config: &Config, topic: &str, n: i64) -> anyhow::Result<Vec<Listing>> {
     ensure_topics(&config.kafka, &[(topic, 3)]).await?;
     let codec = Codec::new(&config.registry)?;
+    let encoder = codec.record_encoder::<Listing>(topic);
     let producer = create_producer(&config.kafka)?;
     let listings: Vec<Listing> = (0..n).map(listing).collect();
     eprintln!("Producing {n} listings to {topic}...");
     for chunk in listings.chunks(2_000) {
         let mut encoded = Vec::with_capacity(chunk.len());
         for l in chunk {
-            encoded.push(codec.encode_record(topic, &l.key(), l).await?);
+            encoded.push(encoder.encode(&l.key(), l).await?);
         }
         try_join_all(encoded.iter().map(|(k, v)| {
             producer.send(
