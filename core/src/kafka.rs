@@ -197,6 +197,15 @@ fn property_name(key: &str) -> String {
     key.replace('_', ".")
 }
 
+/// Whether `[kafka.properties]` sets librdkafka property `property` (named with dots), given
+/// with dots or, from the environment, with underscores.
+pub fn configures(kafka: &KafkaConfig, property: &str) -> bool {
+    kafka
+        .properties
+        .keys()
+        .any(|key| property_name(key) == property)
+}
+
 /// The bootstrap list and the passthrough properties, checked against `guards`.
 fn base_config(
     kafka: &KafkaConfig,
@@ -466,6 +475,14 @@ mod tests {
         assert_eq!(config.get("message.max.bytes"), Some("1048588"));
         let config = producer_config(&with(&[("message.max.bytes", "2097152")])).unwrap();
         assert_eq!(config.get("message.max.bytes"), Some("2097152"));
+    }
+
+    #[test]
+    fn a_property_counts_as_configured_with_dots_or_underscores() {
+        assert!(configures(&with(&[("linger.ms", "50")]), "linger.ms"));
+        assert!(configures(&with(&[("linger_ms", "50")]), "linger.ms"));
+        assert!(!configures(&with(&[("linger.ms", "50")]), "batch.size"));
+        assert!(!configures(&KafkaConfig::default(), "linger.ms"));
     }
 
     #[test]

@@ -123,10 +123,13 @@ pub async fn run(
             source,
         })?;
     let mut producer_kafka = config.kafka.clone();
-    let properties = &mut producer_kafka.properties;
-    if !properties.contains_key("linger.ms") && !properties.contains_key("queue.buffering.max.ms") {
+    if !kafka::configures(&config.kafka, "linger.ms")
+        && !kafka::configures(&config.kafka, "queue.buffering.max.ms")
+    {
         let linger = scraper.producer_linger.as_millis().to_string();
-        properties.insert("linger.ms".to_owned(), linger);
+        producer_kafka
+            .properties
+            .insert("linger.ms".to_owned(), linger);
     }
     let topic_max = kafka::max_message_bytes(&config.kafka, &topics.listings).await;
     let listing_limit = SendLimit::new(&producer_kafka, topic_max);

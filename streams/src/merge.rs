@@ -237,7 +237,7 @@ impl Merger {
         let group = format!("{}-merge", setup.config.streams.group_id);
         let mut config = consumer_config(&setup.config.kafka, &group)?;
         config.set("isolation.level", "read_committed");
-        crate::buffers::consumer(&mut config);
+        crate::buffers::consumer(&mut config, &setup.config.kafka);
         let interval = setup.config.streams.commit_interval;
         let engine = Engine {
             setup,

@@ -177,7 +177,7 @@ impl Output {
     /// [`OutputError`] when the producer cannot be built.
     pub fn new(kafka: &KafkaConfig, limit: SendLimit) -> Result<Self, OutputError> {
         let mut config: ClientConfig = producer_config(kafka)?;
-        crate::buffers::producer(&mut config);
+        crate::buffers::producer(&mut config, kafka);
         limit.apply(&mut config);
         // Never time a record out and stop on any gap: a hole in the changelog would be worse
         // than waiting.
@@ -203,7 +203,7 @@ impl Output {
         limit: SendLimit,
     ) -> Result<Self, OutputError> {
         let mut config: ClientConfig = producer_config(kafka)?;
-        crate::buffers::producer(&mut config);
+        crate::buffers::producer(&mut config, kafka);
         limit.apply(&mut config);
         config.set("transactional.id", transactional_id);
         let producer = create(&config)?;

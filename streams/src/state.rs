@@ -232,7 +232,7 @@ impl Restorer {
             // The end of a partition is known from an empty fetch, which the broker otherwise
             // holds for 500 ms: every assignment would wait that long.
             .set("fetch.wait.max.ms", "20");
-        crate::buffers::consumer(&mut config);
+        crate::buffers::consumer(&mut config, kafka);
         let consumer = config
             .create_with_context(QuietEof)
             .map_err(|source| StateError::Read {

@@ -1042,7 +1042,7 @@ impl Worker {
         )?;
         let mut config = consumer_config(&setup.config.kafka, &streams.group_id)?;
         config.set("isolation.level", "read_committed");
-        crate::buffers::consumer(&mut config);
+        crate::buffers::consumer(&mut config, &setup.config.kafka);
         let input = InputDecoder::new(
             setup.codec.clone(),
             setup.runtime.clone(),
