@@ -99,6 +99,9 @@ pub enum Error {
 /// [`OutputError::TransactionsRefused`] at start when the brokers have no transactions.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Error> {
     validate(&config)?;
+    // Before any client: the producers look their delivery-latency histogram up once, and a
+    // handle looked up before the recorder is installed records nothing.
+    let metrics = admin::install_metrics()?;
     kafka::check_reachable(&config.kafka).await?;
     let streams = &config.streams;
     // First: under `exactly_once` this is where brokers without transactions are told. Each
@@ -122,7 +125,6 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
     let forward = worker::register_forward(&codec, &config.topics.listings_affordable).await?;
 
     let control = Arc::new(Control::new(initial_status(&config)));
-    let metrics = admin::install_metrics()?;
     admin::serve(
         streams.admin_addr,
         streams.admin_token.as_ref(),

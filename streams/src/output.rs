@@ -120,10 +120,20 @@ impl OutputError {
     }
 }
 
-/// Remembers the first failed delivery.
-#[derive(Debug, Default)]
+/// Remembers the first failed delivery, and records each delivered effect's end-to-end latency.
 pub struct Deliveries {
     failed: Mutex<Option<OutputError>>,
+    /// Looked up once: a delivery report is served per record.
+    latency: metrics::Histogram,
+}
+
+impl Deliveries {
+    fn new() -> Self {
+        Self {
+            failed: Mutex::default(),
+            latency: metrics::histogram!(metric::streams::END_TO_END_SECONDS),
+        }
+    }
 }
 
 impl ClientContext for Deliveries {}
@@ -138,7 +148,7 @@ impl ProducerContext for Deliveries {
             && let Ok(since) = i64::try_from(since)
             && let Some(seconds) = end_to_end_seconds(since, epoch_millis())
         {
-            metrics::histogram!(metric::streams::END_TO_END_SECONDS).record(seconds);
+            self.latency.record(seconds);
         }
         if let Err((error, message)) = result {
             use rdkafka::message::Message;
@@ -496,7 +506,7 @@ fn is_retriable(error: &KafkaError) -> bool {
 
 fn create(config: &ClientConfig) -> Result<ThreadedProducer<Deliveries>, OutputError> {
     config
-        .create_with_context(Deliveries::default())
+        .create_with_context(Deliveries::new())
         .map_err(|source| OutputError::Send {
             topic: "(producer)".into(),
             source,

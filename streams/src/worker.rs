@@ -206,6 +206,9 @@ struct Engine {
     fatal: Option<WorkerError>,
     last_offsets_commit: Instant,
     last_lag: Instant,
+    /// The per-record counters, looked up once instead of once per record.
+    records_in: metrics::Counter,
+    forwarded: metrics::Counter,
 }
 
 impl Stage for Engine {
@@ -501,7 +504,7 @@ impl Engine {
         let partition = message.partition();
         let offset = message.offset();
         let timestamp = message.timestamp().to_millis().unwrap_or(0);
-        metrics::counter!(metric::streams::RECORDS_IN).increment(1);
+        self.records_in.increment(1);
         self.setup.records_in.fetch_add(1, Ordering::Relaxed);
         let Some(part) = self.parts.get(&partition) else {
             return Ok(());
@@ -744,7 +747,7 @@ impl Engine {
         let topic = &self.setup.config.topics.listings_affordable;
         match writer.send(topic, None, &onward.key, &onward.value) {
             Ok(()) => {
-                metrics::counter!(metric::streams::LISTINGS_FORWARDED).increment(1);
+                self.forwarded.increment(1);
                 Ok(true)
             }
             Err(error @ OutputError::TooLarge { .. }) => {
@@ -1069,6 +1072,8 @@ impl Worker {
             fatal: None,
             last_offsets_commit: Instant::now(),
             last_lag: Instant::now(),
+            records_in: metrics::counter!(metric::streams::RECORDS_IN),
+            forwarded: metrics::counter!(metric::streams::LISTINGS_FORWARDED),
             setup,
         };
         let interval = engine.setup.config.streams.commit_interval;
