@@ -4,6 +4,11 @@ use std::process::ExitCode;
 
 use marketflow_core::program::{self, ConfigFile};
 
+/// See the workspace's Cargo.toml: every record's fields are allocated and freed.
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let about =
