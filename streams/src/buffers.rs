@@ -27,10 +27,10 @@ use marketflow_core::config::KafkaConfig;
 use marketflow_core::kafka;
 use rdkafka::ClientConfig;
 
-/// What a consumer prefetches: 8 MiB, and when that is full it fetches again 20 ms after the loop
+/// What a consumer prefetches: 2 MiB (over 100 ms of input at the stage's rate), and when that is full it fetches again 20 ms after the loop
 /// has made room (librdkafka waits 1 s by default, which starves a loop faster than that).
 const CONSUMER: &[(&str, &str)] = &[
-    ("queued.max.messages.kbytes", "8192"),
+    ("queued.max.messages.kbytes", "2048"),
     ("fetch.queue.backoff.ms", "20"),
 ];
 
