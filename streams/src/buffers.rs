@@ -6,13 +6,13 @@
 //! to 1 GiB (`queue.buffering.max.kbytes`). A stage that reads and writes in one loop needs
 //! neither: a few MiB ahead of the loop keeps it fed, and a full producer queue only makes the
 //! loop wait for the brokers (see `kafka::send_until_queued`). Measured over 1,000,000 listings
-//! (`scripts/bench.sh streams`, README): with these, 100 MiB max RSS and 78,800 listings/s;
-//! with the defaults, 163 MiB and 71,400.
+//! (`scripts/bench.sh streams`, README): with these, 89 MiB max RSS (a consumer prefetching
+//! 8 MiB: 105-108); with the defaults, 163 MiB, at a lower rate.
 //!
 //! Batches: a broker's work is mostly per batch, not per byte (each batch is appended,
 //! replicated to two followers and acknowledged). The aggregation stage writes each accepted
-//! listing twice, to six partitions (its forward and its changelog record, 19 bytes), so at the
-//! 5 ms every other program lingers its batches hold a few dozen records each, and the brokers
+//! listing twice, to six partitions (its forward and its changelog record, 19 bytes), so lingering
+//! librdkafka's default 5 ms its batches held a few dozen records each, and the brokers
 //! spent 17 CPU-s on a million listings against the raw copy loop's 6 (same topic, one run).
 //! Lingering 50 ms fills batches ten times larger: 6 CPU-s, and the stage finished in 12.1 s
 //! instead of 18.3 s on the 2-core machine. Nothing waits on a single delivery in between:
@@ -27,15 +27,16 @@ use marketflow_core::config::KafkaConfig;
 use marketflow_core::kafka;
 use rdkafka::ClientConfig;
 
-/// What a consumer prefetches: 2 MiB (over 100 ms of input at the stage's rate), and when that is full it fetches again 20 ms after the loop
-/// has made room (librdkafka waits 1 s by default, which starves a loop faster than that).
+/// What a consumer prefetches: 2 MiB (over 100 ms of input at the stage's rate), and when that
+/// is full it fetches again 20 ms after the loop has made room (librdkafka waits 1 s by default,
+/// which starves a loop faster than that).
 const CONSUMER: &[(&str, &str)] = &[
     ("queued.max.messages.kbytes", "2048"),
     ("fetch.queue.backoff.ms", "20"),
 ];
 
 /// What a producer queues before `send` waits: 16 MiB, room for 16 of the largest records; and
-/// how long it lingers to fill a batch (every other program's producer lingers 5 ms).
+/// how long it lingers to fill a batch (librdkafka's default is 5 ms).
 const PRODUCER: &[(&str, &str)] = &[("queue.buffering.max.kbytes", "16384"), ("linger.ms", "50")];
 
 /// Sets a stage consumer's buffers, where `[kafka.properties]` did not.
@@ -77,7 +78,7 @@ mod tests {
         assert_eq!(
             config.get("linger.ms"),
             Some("50"),
-            "over every program's 5 ms"
+            "over librdkafka's 5 ms"
         );
 
         // From the environment, with underscores.
