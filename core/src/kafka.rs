@@ -190,15 +190,25 @@ const CONSUMER_GUARDS: &[(&str, &[&str], &str)] = &[
     ),
 ];
 
+/// librdkafka's other names for properties the programs set defaults for, with the name the
+/// defaults use: given under either, a value replaces the default instead of being set beside
+/// it (librdkafka would then apply whichever of the two it happened to be handed last).
+const ALIASES: &[(&str, &str)] = &[("queue.buffering.max.ms", "linger.ms")];
+
 /// A librdkafka property name as given: environment variables cannot hold dots, so
 /// `MARKETFLOW__KAFKA__PROPERTIES__SESSION_TIMEOUT_MS` arrives as `session_timeout_ms` and means
-/// `session.timeout.ms` (no librdkafka property has an underscore in its name).
+/// `session.timeout.ms` (no librdkafka property has an underscore in its name); an alias in
+/// [`ALIASES`] becomes the name the defaults use.
 fn property_name(key: &str) -> String {
-    key.replace('_', ".")
+    let name = key.replace('_', ".");
+    ALIASES
+        .iter()
+        .find(|(alias, _)| *alias == name)
+        .map_or(name, |(_, canonical)| (*canonical).to_owned())
 }
 
 /// Whether `[kafka.properties]` sets librdkafka property `property` (named with dots), given
-/// with dots or, from the environment, with underscores.
+/// with dots or, from the environment, with underscores, or under an alias in [`ALIASES`].
 pub fn configures(kafka: &KafkaConfig, property: &str) -> bool {
     kafka
         .properties
@@ -481,6 +491,14 @@ mod tests {
     fn a_property_counts_as_configured_with_dots_or_underscores() {
         assert!(configures(&with(&[("linger.ms", "50")]), "linger.ms"));
         assert!(configures(&with(&[("linger_ms", "50")]), "linger.ms"));
+        assert!(configures(
+            &with(&[("queue.buffering.max.ms", "50")]),
+            "linger.ms"
+        ));
+        assert!(configures(
+            &with(&[("queue_buffering_max_ms", "50")]),
+            "linger.ms"
+        ));
         assert!(!configures(&with(&[("linger.ms", "50")]), "batch.size"));
         assert!(!configures(&KafkaConfig::default(), "linger.ms"));
     }
@@ -489,6 +507,10 @@ mod tests {
     fn passthrough_properties_reach_the_client() {
         let config = producer_config(&with(&[("linger.ms", "50")])).unwrap();
         assert_eq!(config.get("linger.ms"), Some("50"));
+        // Under its alias it replaces the 5 ms default rather than being set beside it.
+        let config = producer_config(&with(&[("queue.buffering.max.ms", "40")])).unwrap();
+        assert_eq!(config.get("linger.ms"), Some("40"));
+        assert_eq!(config.get("queue.buffering.max.ms"), None);
     }
 
     #[test]

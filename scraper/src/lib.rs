@@ -123,9 +123,7 @@ pub async fn run(
             source,
         })?;
     let mut producer_kafka = config.kafka.clone();
-    if !kafka::configures(&config.kafka, "linger.ms")
-        && !kafka::configures(&config.kafka, "queue.buffering.max.ms")
-    {
+    if !kafka::configures(&config.kafka, "linger.ms") {
         let linger = scraper.producer_linger.as_millis().to_string();
         producer_kafka
             .properties
