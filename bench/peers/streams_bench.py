@@ -4,7 +4,8 @@ Fills one fresh topic with N listings in the project's contract (Avro in Conflue
 through the registry, 3 partitions, every product id distinct, about 59 % priced at or under
 1,000,000 KRW, 3 % without a price), computes the exact expected sum, then runs each contender
 over that same topic, one after the other, each as a process of its own and each with its own
-consumer group and output topics:
+consumer group and output topics, once the machine has settled after what ran before (dirty
+pages written out, CPU below 10 % busy):
 
   raw          bench/peers/raw: a plain consume→produce loop of the same bytes (rust-rdkafka,
                marketflow's client settings); it exits after copying N records. It runs first and
@@ -69,6 +70,9 @@ def log(message: str) -> None:
 # --- the listings ---------------------------------------------------------------------------
 
 CATEGORIES = ["디지털기기", "가구/인테리어", "의류", "도서", "스포츠/레저", "생활가전", "유아동"]
+
+
+SEED = 20261202
 
 
 def listing(i: int, rng: random.Random) -> dict:
@@ -147,7 +151,7 @@ def fill(bootstrap: str, registry: str, topic: str, n: int) -> tuple[int, int]:
         if error is not None:
             failed.append(str(error))
 
-    rng = random.Random(20261202)
+    rng = random.Random(SEED)
     count = total = 0
     for i in range(n):
         record = listing(i, rng)
@@ -168,6 +172,19 @@ def fill(bootstrap: str, registry: str, topic: str, n: int) -> tuple[int, int]:
             log(f"filled {i}")
     if producer.flush(120) != 0 or failed:
         raise SystemExit(f"filling {topic} failed: {failed[:3]}")
+    return count, total
+
+
+def expected(n: int) -> tuple[int, int]:
+    """The expected count and sum of accepted prices of the N listings `fill` produces (the
+    listings are the same in every run: one seed)."""
+    rng = random.Random(SEED)
+    count = total = 0
+    for i in range(n):
+        price = listing(i, rng)["price"]
+        if price is not None and price <= MAX_PRICE:
+            count += 1
+            total += price
     return count, total
 
 
@@ -253,6 +270,34 @@ def peak_rss_kib(pid: int) -> int:
     except OSError:
         pass
     return 0
+
+
+def machine_busy(interval: float) -> float:
+    """The fraction of the machine's CPU time spent busy (not idle or waiting on I/O) over
+    `interval` seconds, from /proc/stat."""
+    def ticks() -> tuple[int, int]:
+        with open("/proc/stat") as f:
+            values = [int(v) for v in f.readline().split()[1:]]
+        idle = values[3] + values[4]
+        return sum(values) - idle, sum(values)
+
+    busy0, total0 = ticks()
+    time.sleep(interval)
+    busy1, total1 = ticks()
+    return (busy1 - busy0) / max(1, total1 - total0)
+
+
+def settle(limit: float = 60.0) -> float:
+    """Waits until what ran before has finished its after-effects, so that every contender
+    starts on the same quiet machine: the page cache's dirty pages written out (a run that
+    produced a million records leaves a gigabyte of them, written back while the next one
+    runs), and the brokers idle (below 10 % of the machine over a second; at most `limit`
+    seconds). Returns the seconds waited."""
+    started = time.monotonic()
+    os.sync()
+    while time.monotonic() - started < limit and machine_busy(1.0) > 0.10:
+        pass
+    return time.monotonic() - started
 
 
 @dataclass
@@ -360,6 +405,9 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=None,
                         help="seconds each contender may take (default 120 + N/2000)")
     parser.add_argument("--keep-topics", action="store_true")
+    parser.add_argument("--source", default=None,
+                        help="run over this topic, filled and kept (--keep-topics) by an earlier "
+                             "run with the same --listings, instead of filling a new one")
     parser.add_argument("--streams-bin", default=str(ROOT / "target/release/streams"))
     parser.add_argument("--raw-bin", default=str(ROOT / "target/release/raw-copy"))
     parser.add_argument("--baseline-bin", default=None,
@@ -393,12 +441,28 @@ def main() -> int:
             except KafkaException as e:
                 raise SystemExit(f"creating topic {topic} on {bootstrap} failed: {e}: run scripts/cluster.sh up")
 
-    source = f"{run}-listings"
-    create(source)
-    log(f"filling {source} with {n} listings")
-    t0 = time.monotonic()
-    expected_count, expected_sum = fill(bootstrap, registry, source, n)
-    log(f"filled in {time.monotonic() - t0:.1f} s: {expected_count} accepted, sum {expected_sum}")
+    if args.source:
+        # A topic an earlier run filled and kept: the same N listings, so the same sums.
+        source = args.source
+        meta = admin.list_topics(source, timeout=10).topics.get(source)
+        if meta is None or meta.error is not None:
+            raise SystemExit(f"--source {source}: no such topic on {bootstrap}")
+        watermarks = Consumer({"bootstrap.servers": bootstrap, "group.id": f"{run}-check"})
+        held = sum(watermarks.get_watermark_offsets(TopicPartition(source, p), timeout=10)[1]
+                   for p in meta.partitions)
+        watermarks.close()
+        if held != n:
+            raise SystemExit(f"--source {source} holds {held} records, not {n}: pass --listings {held}"
+                             " if a run with that many filled it")
+        expected_count, expected_sum = expected(n)
+        log(f"reusing {source}: {expected_count} accepted, sum {expected_sum}")
+    else:
+        source = f"{run}-listings"
+        create(source)
+        log(f"filling {source} with {n} listings")
+        t0 = time.monotonic()
+        expected_count, expected_sum = fill(bootstrap, registry, source, n)
+        log(f"filled in {time.monotonic() - t0:.1f} s: {expected_count} accepted, sum {expected_sum}")
 
     decode = registry_decoder(registry)
 
@@ -423,7 +487,8 @@ def main() -> int:
 
     def contender(name: str, tag: str) -> Result:
         prefix = f"{run}-{tag}"
-        log(f"{LABELS[name]} ({prefix})")
+        waited = settle()
+        log(f"{LABELS[name]} ({prefix}), after {waited:.1f} s for the machine to settle")
         log_path = logs / f"{tag}.log"
         if name == "raw":
             create(f"{prefix}-copy")

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The streams benchmark: scripts/bench.sh streams [N] [--listings N] [--only LIST] [--timeout S]
-#                                                 [--keep-topics] [--no-build] [--baseline-bin PATH]
+#                                                 [--keep-topics] [--source TOPIC] [--no-build]
+#                                                 [--baseline-bin PATH]
 # Fills one fresh 3-partition topic with N Avro listings (default 1,000,000; every product id
 # distinct, 59 % at or under 1,000,000 KRW) and runs over it, one after the other, each from its
 # process start to its exact final global sum: the raw consume→produce loop (first and last),
@@ -11,6 +12,9 @@
 # changelog, exactly_once, bytewax, ks_alos, ks_eos. --no-build runs the binaries already built.
 # --baseline-bin PATH adds another build of streams (e.g. one made before a change, copied out of
 # target/release) under `changelog`, run right after this build's, for a before/after ratio.
+# --source TOPIC runs over a topic an earlier run filled with the same N and kept
+# (--keep-topics) instead of filling a new one: the listings are the same in every run, and
+# the contenders start on a quiet cluster, not right after the fill.
 #
 # The peers live in bench/peers/ (see its README.md); what they need is installed idempotently
 # under ~/.cache/marketflow/peers/: a Python venv from bench/peers/requirements.txt (PyPI), and the
@@ -24,7 +28,7 @@ args=() build=1
 while (($#)); do
   case $1 in
     --no-build) build=0 ;;
-    --listings | --only | --timeout | --baseline-bin) args+=("$1" "${2:?$1 needs a value}"); shift ;;
+    --listings | --only | --timeout | --baseline-bin | --source) args+=("$1" "${2:?$1 needs a value}"); shift ;;
     [0-9]*) args+=(--listings "$1") ;;
     *) args+=("$1") ;;
   esac
