@@ -281,16 +281,75 @@ pub struct Aggregator {
     products: HashMap<i64, Held>,
     categories: Vec<String>,
     category_ids: HashMap<String, u32>,
+    keys: SumKeys,
     scopes: BTreeMap<ListingSumKey, Scope>,
     position: Option<i64>,
     declared: BTreeSet<ListingSumKey>,
 }
 
+/// The key of `all`, and of each category's sum by category number: made once, so that applying
+/// a change allocates no key.
+#[derive(Debug, Clone)]
+struct SumKeys {
+    all: ListingSumKey,
+    categories: Vec<ListingSumKey>,
+    unknown: ListingSumKey,
+}
+
+impl SumKeys {
+    /// The key of the sum of category number `category` (always one [`Aggregator::intern`]
+    /// gave).
+    fn category(&self, category: u32) -> &ListingSumKey {
+        usize::try_from(category)
+            .ok()
+            .and_then(|i| self.categories.get(i))
+            .unwrap_or(&self.unknown)
+    }
+
+    /// The keys of the sums a product of category number `category` is in.
+    fn of(&self, category: u32) -> [&ListingSumKey; 2] {
+        [&self.all, self.category(category)]
+    }
+}
+
+/// The sums a change touched, as [`Aggregator::apply`] tells them: `all` and the sums of the
+/// categories (by number) the product left and joined. Read them with
+/// [`Aggregator::touched_keys`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Touched {
+    all: bool,
+    categories: [Option<u32>; 2],
+}
+
+impl Touched {
+    /// Adds `all` and category `category`'s sum (a change touches at most two categories: the
+    /// one its product left and the one it joined).
+    fn add(&mut self, category: u32) {
+        self.all = true;
+        if !self.categories.contains(&Some(category)) {
+            let free = usize::from(self.categories[0].is_some());
+            self.categories[free] = Some(category);
+        }
+    }
+}
+
 impl Aggregator {
     /// An empty state that has reflected no input.
     pub fn new(scoping: Scoping) -> Self {
+        let category_scope = scoping.category_scope();
         Self {
-            category_scope: scoping.category_scope(),
+            keys: SumKeys {
+                all: ListingSumKey {
+                    scope: ALL.to_owned(),
+                    value: ALL.to_owned(),
+                },
+                categories: Vec::new(),
+                unknown: ListingSumKey {
+                    scope: category_scope.clone(),
+                    value: NO_CATEGORY.to_owned(),
+                },
+            },
+            category_scope,
             scoping,
             products: HashMap::new(),
             categories: Vec::new(),
@@ -311,15 +370,15 @@ impl Aggregator {
         self.products.len()
     }
 
-    /// Applies `change` unless its offset is already reflected, and returns the keys whose sums
-    /// it touched (empty unless [`Applied::Changed`]).
-    pub fn apply(&mut self, change: &Change) -> (Applied, Vec<ListingSumKey>) {
+    /// Applies `change` unless its offset is already reflected, and returns the sums it touched
+    /// (none unless [`Applied::Changed`]).
+    pub fn apply(&mut self, change: &Change) -> (Applied, Touched) {
+        let mut touched = Touched::default();
         if self.position.is_some_and(|p| change.offset <= p) {
-            return (Applied::Skipped, Vec::new());
+            return (Applied::Skipped, touched);
         }
         self.position = Some(change.offset);
         let at = change.timestamp;
-        let mut touched = Vec::new();
         match self.scoping.semantics {
             StreamsSemantics::Distinct => {
                 let next = change.next.as_ref().map(|n| Held {
@@ -330,16 +389,16 @@ impl Aggregator {
                     return (Applied::Unchanged, touched);
                 }
                 if let Some(old) = self.products.remove(&change.product_id) {
-                    for key in self.keys(old.category) {
-                        self.update(&key, |scope| scope.remove(old.price, at));
-                        touched.push(key);
+                    for key in self.keys.of(old.category) {
+                        update(&mut self.scopes, key, |scope| scope.remove(old.price, at));
                     }
+                    touched.add(old.category);
                 }
                 if let Some(next) = next {
-                    for key in self.keys(next.category) {
-                        self.update(&key, |scope| scope.add(next.price, at));
-                        touched.push(key);
+                    for key in self.keys.of(next.category) {
+                        update(&mut self.scopes, key, |scope| scope.add(next.price, at));
                     }
+                    touched.add(next.category);
                     self.products.insert(change.product_id, next);
                 }
             }
@@ -348,15 +407,29 @@ impl Aggregator {
                     return (Applied::Unchanged, touched);
                 };
                 let category = self.intern(&next.category);
-                for key in self.keys(category) {
-                    self.update(&key, |scope| scope.add(next.price, at));
-                    touched.push(key);
+                for key in self.keys.of(category) {
+                    update(&mut self.scopes, key, |scope| scope.add(next.price, at));
                 }
+                touched.add(category);
             }
         }
-        touched.sort();
-        touched.dedup();
         (Applied::Changed, touched)
+    }
+
+    /// The keys of the sums in `touched`, in order, each once.
+    pub fn touched_keys(&self, touched: &Touched) -> impl Iterator<Item = &ListingSumKey> {
+        let mut keys: [Option<&ListingSumKey>; 3] = [
+            touched.all.then_some(&self.keys.all),
+            touched.categories[0].map(|c| self.keys.category(c)),
+            touched.categories[1].map(|c| self.keys.category(c)),
+        ];
+        keys.sort_unstable();
+        let mut last = None;
+        keys.into_iter().flatten().filter(move |key| {
+            let new = last != Some(*key);
+            last = Some(*key);
+            new
+        })
     }
 
     /// The partition's share of `key`'s sum (zero when it never had any).
@@ -390,22 +463,23 @@ impl Aggregator {
         new
     }
 
+    /// As [`Aggregator::declare_new`], for the sums a change touched (a key cloned only when
+    /// it is new).
+    pub fn declare_touched(&mut self, touched: &Touched) -> Vec<ListingSumKey> {
+        let new: Vec<ListingSumKey> = self
+            .touched_keys(touched)
+            .filter(|key| !self.declared.contains(*key))
+            .cloned()
+            .collect();
+        self.declared.extend(new.iter().cloned());
+        new
+    }
+
     /// Every key summed but not declared (a changelog written before declarations were), counted
     /// as declared from now on: their declarations must reach the changelog.
     pub fn declare_all(&mut self) -> Vec<ListingSumKey> {
         let keys: Vec<ListingSumKey> = self.scopes.keys().cloned().collect();
         self.declare_new(&keys)
-    }
-
-    /// Updates the aggregate of `key`, an empty one if it has none (the key cloned only then).
-    fn update(&mut self, key: &ListingSumKey, change: impl FnOnce(&mut Scope)) {
-        if let Some(scope) = self.scopes.get_mut(key) {
-            change(scope);
-        } else {
-            let mut scope = Scope::default();
-            change(&mut scope);
-            self.scopes.insert(key.clone(), scope);
-        }
     }
 
     /// The number standing for category value `category`.
@@ -417,25 +491,26 @@ impl Aggregator {
         let id = u32::try_from(self.categories.len()).unwrap_or(u32::MAX);
         self.categories.push(category.to_owned());
         self.category_ids.insert(category.to_owned(), id);
+        self.keys.categories.push(ListingSumKey {
+            scope: self.category_scope.clone(),
+            value: category.to_owned(),
+        });
         id
     }
+}
 
-    /// The keys of the sums a product of category number `category` is in.
-    fn keys(&self, category: u32) -> [ListingSumKey; 2] {
-        let value = usize::try_from(category)
-            .ok()
-            .and_then(|i| self.categories.get(i))
-            .map_or(NO_CATEGORY, String::as_str);
-        [
-            ListingSumKey {
-                scope: ALL.to_owned(),
-                value: ALL.to_owned(),
-            },
-            ListingSumKey {
-                scope: self.category_scope.clone(),
-                value: value.to_owned(),
-            },
-        ]
+/// Updates the aggregate of `key`, an empty one if it has none (the key cloned only then).
+fn update(
+    scopes: &mut BTreeMap<ListingSumKey, Scope>,
+    key: &ListingSumKey,
+    change: impl FnOnce(&mut Scope),
+) {
+    if let Some(scope) = scopes.get_mut(key) {
+        change(scope);
+    } else {
+        let mut scope = Scope::default();
+        change(&mut scope);
+        scopes.insert(key.clone(), scope);
     }
 }
 
@@ -762,7 +837,7 @@ mod tests {
             for (partition, change) in changes(&scoping, &ops) {
                 let (applied, touched) = live[partition].apply(&change);
                 if applied == Applied::Changed {
-                    for key in live[partition].declare_new(&touched) {
+                    for key in live[partition].declare_touched(&touched) {
                         changelog[partition].push((declared_key(&key), Entry::Declared(key)));
                     }
                     let key = change_key(semantics, &change).to_vec();
@@ -817,8 +892,25 @@ mod tests {
         let mut state = Aggregator::new(scoping.clone());
         let a = listing(7, Some(500), Some("가구"));
         let b = listing(7, Some(700), Some("의류"));
-        state.apply(&scoping.change(0, 10, 7, Some(&a), MAX).1);
-        state.apply(&scoping.change(1, 20, 7, Some(&b), MAX).1);
+        let (_, first) = state.apply(&scoping.change(0, 10, 7, Some(&a), MAX).1);
+        let (_, moved) = state.apply(&scoping.change(1, 20, 7, Some(&b), MAX).1);
+        let (_, again) = state.apply(&scoping.change(2, 30, 7, Some(&b), MAX).1);
+        let touched = |t| {
+            state
+                .touched_keys(&t)
+                .map(|k| k.value.as_str())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(touched(first), ["all", "가구"]);
+        assert_eq!(
+            touched(moved),
+            ["all", "가구", "의류"],
+            "in order, each once"
+        );
+        assert!(
+            touched(again).is_empty(),
+            "the same version touches nothing"
+        );
         let furniture = ListingSumKey {
             scope: "category_level1".into(),
             value: "가구".into(),

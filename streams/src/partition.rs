@@ -258,7 +258,7 @@ impl Partition {
         // A sum's declaration goes before the first change that touches it (see `state`).
         let declarations = self
             .state
-            .declare_new(&touched)
+            .declare_touched(&touched)
             .iter()
             .map(|key| declaration(&self.scoping, key))
             .collect();
@@ -266,7 +266,11 @@ impl Partition {
             key: change_key(self.scoping.semantics, &change).to_vec(),
             value: encode_change(&self.scoping, &change),
         };
-        self.dirty.extend(touched);
+        for key in self.state.touched_keys(&touched) {
+            if !self.dirty.contains(key) {
+                self.dirty.insert(key.clone());
+            }
+        }
         Outcome {
             replayed: false,
             dropped,
