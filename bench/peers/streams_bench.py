@@ -19,7 +19,8 @@ pages written out, CPU below 10 % busy):
 Each is timed from its process's start until its output shows the exact final global sum (read
 `read_committed`), or, for the raw loop, until it exits having copied N records. CPU-s is the
 user+sys time of its process tree at that moment (/proc/PID/stat, children included), max RSS the
-peak resident set of the process (/proc/PID/status VmHWM, read every 50 ms and at that moment). A contender whose sum
+peak resident set of the process (/proc/PID/status VmHWM, read every 50 ms and at that moment), steal
+the share of the machine's CPU time its host took meanwhile (/proc/stat). A contender whose sum
 never gets exact within the timeout is reported with the last sum it showed. The run's topics, consumer
 groups and registry subjects are deleted at the end (--keep-topics keeps them).
 """
@@ -272,19 +273,27 @@ def peak_rss_kib(pid: int) -> int:
     return 0
 
 
+def cpu_ticks() -> list[int]:
+    """The machine's CPU time so far, by kind (/proc/stat: user, nice, system, idle, iowait,
+    irq, softirq, steal, ...)."""
+    with open("/proc/stat") as f:
+        return [int(v) for v in f.readline().split()[1:]]
+
+
 def machine_busy(interval: float) -> float:
     """The fraction of the machine's CPU time spent busy (not idle or waiting on I/O) over
-    `interval` seconds, from /proc/stat."""
-    def ticks() -> tuple[int, int]:
-        with open("/proc/stat") as f:
-            values = [int(v) for v in f.readline().split()[1:]]
-        idle = values[3] + values[4]
-        return sum(values) - idle, sum(values)
-
-    busy0, total0 = ticks()
+    `interval` seconds."""
+    before = cpu_ticks()
     time.sleep(interval)
-    busy1, total1 = ticks()
-    return (busy1 - busy0) / max(1, total1 - total0)
+    delta = [b - a for a, b in zip(before, cpu_ticks())]
+    return (sum(delta) - delta[3] - delta[4]) / max(1, sum(delta))
+
+
+def stolen(before: list[int], after: list[int]) -> float:
+    """The fraction of the machine's CPU time its host took (steal) between two readings of
+    `cpu_ticks`: on a virtual machine, what makes one run slower than the next."""
+    delta = [b - a for a, b in zip(before, after)]
+    return delta[7] / max(1, sum(delta)) if len(delta) > 7 else 0.0
 
 
 def settle(limit: float = 60.0) -> float:
@@ -306,6 +315,7 @@ class Result:
     wall: float | None = None
     cpu: float | None = None
     rss_kib: int = 0
+    steal: float = 0.0
     exact: bool = False
     shown: str = ""
     notes: list[str] = field(default_factory=list)
@@ -317,6 +327,7 @@ def measure(name: str, command: list[str], env: dict, log_path: Path, watch: Wat
     result = Result(name)
     sampled: dict = {}
     with open(log_path, "wb") as out:
+        ticks = cpu_ticks()
         started = time.monotonic()
         process = subprocess.Popen(command, env={**os.environ, **env}, stdout=out, stderr=out,
                                    stdin=subprocess.DEVNULL)
@@ -341,6 +352,7 @@ def measure(name: str, command: list[str], env: dict, log_path: Path, watch: Wat
             if watch is None:
                 time.sleep(0.01)
         finished = time.monotonic()
+        result.steal = stolen(ticks, cpu_ticks())
         if not exited:
             # Still running: the exact sum was seen, or time ran out.
             if watch is None or not watch.done.is_set():
@@ -582,7 +594,7 @@ def report(results, n, expected_count, expected_sum, source, logs) -> None:
     raw_rate = sum(n / w for w in raws) / len(raws) if raws else None
     print(f"listings {n} in {source}: {expected_count} at or under {MAX_PRICE:,} KRW, "
           f"exact sum {expected_sum:,}; load average {os.getloadavg()[0]:.2f}; logs in {logs}")
-    header = f"{'':38} {'wall':>9} {'listings/s':>11} {'CPU-s':>8} {'max RSS':>9} {'exact':>6} {'× raw':>6}"
+    header = f"{'':38} {'wall':>9} {'listings/s':>11} {'CPU-s':>8} {'max RSS':>9} {'exact':>6} {'× raw':>6} {'steal':>6}"
     print(header)
     for tag, r in results:
         label = LABELS[r.name] + (f" ({tag.split('-')[1]})" if tag.startswith("raw-") else "")
@@ -591,7 +603,7 @@ def report(results, n, expected_count, expected_sum, source, logs) -> None:
         ratio = f"{rate / raw_rate:.2f}" if rate and raw_rate else "—"
         cpu = f"{r.cpu:.1f}" if r.cpu is not None else "—"
         print(f"{label:38} {wall:>9} {(f'{rate:,.0f}' if rate else '—'):>11} {cpu:>8} "
-              f"{r.rss_kib / 1024:>6.0f} MiB {('yes' if r.exact else 'NO'):>6} {ratio:>6}")
+              f"{r.rss_kib / 1024:>6.0f} MiB {('yes' if r.exact else 'NO'):>6} {ratio:>6} {r.steal:>6.0%}")
     if raw_rate:
         print(f"raw rate: mean of {len(raws)} passes, {raw_rate:,.0f} listings/s "
               f"({', '.join(f'{n / w:,.0f}' for w in raws)}); exact for the raw loop: it copied all {n}")
