@@ -273,13 +273,12 @@ struct Held {
 /// scope's aggregate, the offset of the last input record reflected, and which sums are
 /// declared (their declarations written to the changelog, see [`crate::state`]).
 ///
-/// Category values are held once each, in `categories`, and products refer to them by index.
+/// Category values are held once each, in the keys of their sums (`keys`), and products refer to
+/// them by index.
 #[derive(Debug, Clone)]
 pub struct Aggregator {
     scoping: Scoping,
-    category_scope: String,
     products: HashMap<i64, Held>,
-    categories: Vec<String>,
     category_ids: HashMap<String, u32>,
     keys: SumKeys,
     scopes: BTreeMap<ListingSumKey, Scope>,
@@ -293,10 +292,37 @@ pub struct Aggregator {
 struct SumKeys {
     all: ListingSumKey,
     categories: Vec<ListingSumKey>,
+    /// The key of the category scope's sum for a number no category has (none, by
+    /// construction); its scope is the one every category key takes.
     unknown: ListingSumKey,
 }
 
 impl SumKeys {
+    fn new(category_scope: String) -> Self {
+        Self {
+            all: ListingSumKey {
+                scope: ALL.to_owned(),
+                value: ALL.to_owned(),
+            },
+            categories: Vec::new(),
+            unknown: ListingSumKey {
+                scope: category_scope,
+                value: NO_CATEGORY.to_owned(),
+            },
+        }
+    }
+
+    /// Makes the key of category value `category`'s sum, and returns its number.
+    fn push(&mut self, category: &str) -> u32 {
+        // Past 2^32 values memory would have run out long before.
+        let id = u32::try_from(self.categories.len()).unwrap_or(u32::MAX);
+        self.categories.push(ListingSumKey {
+            scope: self.unknown.scope.clone(),
+            value: category.to_owned(),
+        });
+        id
+    }
+
     /// The key of the sum of category number `category` (always one [`Aggregator::intern`]
     /// gave).
     fn category(&self, category: u32) -> &ListingSumKey {
@@ -309,6 +335,22 @@ impl SumKeys {
     /// The keys of the sums a product of category number `category` is in.
     fn of(&self, category: u32) -> [&ListingSumKey; 2] {
         [&self.all, self.category(category)]
+    }
+
+    /// The keys of the sums in `touched`, in order, each once.
+    fn touched(&self, touched: &Touched) -> impl Iterator<Item = &ListingSumKey> {
+        let mut keys: [Option<&ListingSumKey>; 3] = [
+            touched.all.then_some(&self.all),
+            touched.categories[0].map(|c| self.category(c)),
+            touched.categories[1].map(|c| self.category(c)),
+        ];
+        keys.sort_unstable();
+        let mut last = None;
+        keys.into_iter().flatten().filter(move |key| {
+            let new = last != Some(*key);
+            last = Some(*key);
+            new
+        })
     }
 }
 
@@ -336,23 +378,10 @@ impl Touched {
 impl Aggregator {
     /// An empty state that has reflected no input.
     pub fn new(scoping: Scoping) -> Self {
-        let category_scope = scoping.category_scope();
         Self {
-            keys: SumKeys {
-                all: ListingSumKey {
-                    scope: ALL.to_owned(),
-                    value: ALL.to_owned(),
-                },
-                categories: Vec::new(),
-                unknown: ListingSumKey {
-                    scope: category_scope.clone(),
-                    value: NO_CATEGORY.to_owned(),
-                },
-            },
-            category_scope,
+            keys: SumKeys::new(scoping.category_scope()),
             scoping,
             products: HashMap::new(),
-            categories: Vec::new(),
             category_ids: HashMap::new(),
             scopes: BTreeMap::new(),
             position: None,
@@ -418,18 +447,7 @@ impl Aggregator {
 
     /// The keys of the sums in `touched`, in order, each once.
     pub fn touched_keys(&self, touched: &Touched) -> impl Iterator<Item = &ListingSumKey> {
-        let mut keys: [Option<&ListingSumKey>; 3] = [
-            touched.all.then_some(&self.keys.all),
-            touched.categories[0].map(|c| self.keys.category(c)),
-            touched.categories[1].map(|c| self.keys.category(c)),
-        ];
-        keys.sort_unstable();
-        let mut last = None;
-        keys.into_iter().flatten().filter(move |key| {
-            let new = last != Some(*key);
-            last = Some(*key);
-            new
-        })
+        self.keys.touched(touched)
     }
 
     /// The partition's share of `key`'s sum (zero when it never had any).
@@ -451,35 +469,16 @@ impl Aggregator {
         self.declared.insert(key);
     }
 
-    /// The keys among `touched` not declared yet, counted as declared from now on: their
-    /// declarations must reach the changelog before the change that touched them.
-    pub fn declare_new(&mut self, touched: &[ListingSumKey]) -> Vec<ListingSumKey> {
-        let new: Vec<ListingSumKey> = touched
-            .iter()
-            .filter(|key| !self.declared.contains(*key))
-            .cloned()
-            .collect();
-        self.declared.extend(new.iter().cloned());
-        new
-    }
-
-    /// As [`Aggregator::declare_new`], for the sums a change touched (a key cloned only when
-    /// it is new).
+    /// The keys of the sums in `touched` not declared yet, counted as declared from now on:
+    /// their declarations must reach the changelog before the change that touched them.
     pub fn declare_touched(&mut self, touched: &Touched) -> Vec<ListingSumKey> {
-        let new: Vec<ListingSumKey> = self
-            .touched_keys(touched)
-            .filter(|key| !self.declared.contains(*key))
-            .cloned()
-            .collect();
-        self.declared.extend(new.iter().cloned());
-        new
+        declare_new(&mut self.declared, self.keys.touched(touched))
     }
 
     /// Every key summed but not declared (a changelog written before declarations were), counted
     /// as declared from now on: their declarations must reach the changelog.
     pub fn declare_all(&mut self) -> Vec<ListingSumKey> {
-        let keys: Vec<ListingSumKey> = self.scopes.keys().cloned().collect();
-        self.declare_new(&keys)
+        declare_new(&mut self.declared, self.scopes.keys())
     }
 
     /// The number standing for category value `category`.
@@ -487,16 +486,23 @@ impl Aggregator {
         if let Some(id) = self.category_ids.get(category) {
             return *id;
         }
-        // Past 2^32 values memory would have run out long before.
-        let id = u32::try_from(self.categories.len()).unwrap_or(u32::MAX);
-        self.categories.push(category.to_owned());
+        let id = self.keys.push(category);
         self.category_ids.insert(category.to_owned(), id);
-        self.keys.categories.push(ListingSumKey {
-            scope: self.category_scope.clone(),
-            value: category.to_owned(),
-        });
         id
     }
+}
+
+/// The keys among `keys` not in `declared`, added to it (each cloned only when new).
+fn declare_new<'k>(
+    declared: &mut BTreeSet<ListingSumKey>,
+    keys: impl Iterator<Item = &'k ListingSumKey>,
+) -> Vec<ListingSumKey> {
+    let new: Vec<ListingSumKey> = keys
+        .filter(|key| !declared.contains(*key))
+        .cloned()
+        .collect();
+    declared.extend(new.iter().cloned());
+    new
 }
 
 /// Updates the aggregate of `key`, an empty one if it has none (the key cloned only then).
