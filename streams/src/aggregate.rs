@@ -5,6 +5,7 @@
 //! recomputation, and crash recovery (replaying a changelog into a fresh state) against the
 //! uninterrupted run.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use marketflow_core::config::StreamsSemantics;
@@ -206,7 +207,14 @@ fn option_max(a: Option<i64>, b: Option<i64>) -> Option<i64> {
     }
 }
 
-/// One scope's aggregate: the prices as a multiset, so that min and max survive removals.
+/// One scope's aggregate: count, sum, and the lowest and highest price.
+///
+/// A removal that takes out the lowest or the highest price leaves them `stale`: the next
+/// [`Aggregator::settle`] finds them again among the products, in one pass for every stale sum.
+/// A multiset of prices would keep them exact at each change, but cost a tree insert per sum
+/// and per change and tens of bytes per product; a pass over the products costs one flush a
+/// few milliseconds per million products, at most once per flush (and only under `distinct`,
+/// where prices leave).
 ///
 /// The sum is 128 bits wide and the arithmetic plain: it cannot wrap (the proof is in
 /// [`crate::state`]: at most 2^63 prices of magnitude at most 2^63 are ever in it).
@@ -214,7 +222,10 @@ fn option_max(a: Option<i64>, b: Option<i64>) -> Option<i64> {
 struct Scope {
     count: i64,
     sum: i128,
-    prices: BTreeMap<i64, u64>,
+    min: Option<i64>,
+    max: Option<i64>,
+    /// A removal took out the lowest or the highest price: `min` and `max` are to be found again.
+    stale: bool,
     updated_at: i64,
 }
 
@@ -222,7 +233,8 @@ impl Scope {
     fn add(&mut self, price: i64, at: i64) {
         self.count += 1;
         self.sum += i128::from(price);
-        *self.prices.entry(price).or_insert(0) += 1;
+        self.min = option_min(self.min, Some(price));
+        self.max = option_max(self.max, Some(price));
         self.updated_at = at;
     }
 
@@ -230,24 +242,55 @@ impl Scope {
     fn remove(&mut self, price: i64, at: i64) {
         self.count -= 1;
         self.sum -= i128::from(price);
-        if let Some(n) = self.prices.get_mut(&price) {
-            *n -= 1;
-            if *n == 0 {
-                self.prices.remove(&price);
-            }
+        if self.count == 0 {
+            (self.min, self.max, self.stale) = (None, None, false);
+        } else if self.min == Some(price) || self.max == Some(price) {
+            self.stale = true;
         }
         self.updated_at = at;
     }
 
-    fn summary(&self) -> Summary {
+    /// The summary, with `extremes` as the lowest and highest price when they are stale.
+    fn summary(&self, extremes: impl FnOnce() -> Extremes) -> Summary {
+        let (min, max) = if self.stale {
+            let found = extremes();
+            (found.min, found.max)
+        } else {
+            (self.min, self.max)
+        };
         Summary {
             count: self.count,
             sum: self.sum,
-            min: self.prices.first_key_value().map(|(p, _)| *p),
-            max: self.prices.last_key_value().map(|(p, _)| *p),
+            min,
+            max,
             updated_at: self.updated_at,
         }
     }
+}
+
+/// The lowest and highest of some prices.
+#[derive(Debug, Clone, Copy, Default)]
+struct Extremes {
+    min: Option<i64>,
+    max: Option<i64>,
+}
+
+impl Extremes {
+    fn take(&mut self, price: i64) {
+        self.min = option_min(self.min, Some(price));
+        self.max = option_max(self.max, Some(price));
+    }
+}
+
+/// Which products a sum is over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Members {
+    /// Every product (`all`).
+    All,
+    /// The products of category number `0`.
+    Category(u32),
+    /// No product of this state (a sum declared by a changelog of another configuration).
+    None,
 }
 
 /// What applying a change did.
@@ -414,10 +457,20 @@ impl Aggregator {
                     price: n.price,
                     category: self.intern(&n.category),
                 });
-                if self.products.get(&change.product_id).copied() == next {
-                    return (Applied::Unchanged, touched);
-                }
-                if let Some(old) = self.products.remove(&change.product_id) {
+                // One lookup of the product: the hot path of the stage.
+                let old = match (self.products.entry(change.product_id), next) {
+                    (Entry::Occupied(held), _) if Some(*held.get()) == next => {
+                        return (Applied::Unchanged, touched);
+                    }
+                    (Entry::Vacant(_), None) => return (Applied::Unchanged, touched),
+                    (Entry::Occupied(mut held), Some(next)) => Some(held.insert(next)),
+                    (Entry::Occupied(held), None) => Some(held.remove()),
+                    (Entry::Vacant(slot), Some(next)) => {
+                        slot.insert(next);
+                        None
+                    }
+                };
+                if let Some(old) = old {
                     for key in self.keys.of(old.category) {
                         update(&mut self.scopes, key, |scope| scope.remove(old.price, at));
                     }
@@ -428,7 +481,6 @@ impl Aggregator {
                         update(&mut self.scopes, key, |scope| scope.add(next.price, at));
                     }
                     touched.add(next.category);
-                    self.products.insert(change.product_id, next);
                 }
             }
             StreamsSemantics::Append => {
@@ -452,7 +504,73 @@ impl Aggregator {
 
     /// The partition's share of `key`'s sum (zero when it never had any).
     pub fn summary(&self, key: &ListingSumKey) -> Summary {
-        self.scopes.get(key).map(Scope::summary).unwrap_or_default()
+        self.scopes
+            .get(key)
+            .map(|scope| {
+                scope.summary(|| {
+                    let members = self.members(key);
+                    let mut found = Extremes::default();
+                    for held in self.products.values() {
+                        if members == Members::All || members == Members::Category(held.category) {
+                            found.take(held.price);
+                        }
+                    }
+                    found
+                })
+            })
+            .unwrap_or_default()
+    }
+
+    /// Finds again the lowest and highest price of every sum a removal left them stale in, in
+    /// one pass over the products; [`Aggregator::summary`] is then a lookup. Called before a
+    /// flush reads the summaries.
+    pub fn settle(&mut self) {
+        if !self.scopes.values().any(|scope| scope.stale) {
+            return;
+        }
+        let mut all = Extremes::default();
+        let mut categories = vec![Extremes::default(); self.keys.categories.len()];
+        for held in self.products.values() {
+            all.take(held.price);
+            if let Some(found) = usize::try_from(held.category)
+                .ok()
+                .and_then(|i| categories.get_mut(i))
+            {
+                found.take(held.price);
+            }
+        }
+        let stale: Vec<(ListingSumKey, Members)> = self
+            .scopes
+            .iter()
+            .filter(|(_, scope)| scope.stale)
+            .map(|(key, _)| (key.clone(), self.members(key)))
+            .collect();
+        for (key, members) in stale {
+            let found = match members {
+                Members::All => all,
+                Members::Category(c) => usize::try_from(c)
+                    .ok()
+                    .and_then(|i| categories.get(i).copied())
+                    .unwrap_or_default(),
+                Members::None => Extremes::default(),
+            };
+            if let Some(scope) = self.scopes.get_mut(&key) {
+                (scope.min, scope.max, scope.stale) = (found.min, found.max, false);
+            }
+        }
+    }
+
+    /// Which products the sum of `key` is over.
+    fn members(&self, key: &ListingSumKey) -> Members {
+        if *key == self.keys.all {
+            Members::All
+        } else if key.scope == self.keys.unknown.scope
+            && let Some(id) = self.category_ids.get(&key.value)
+        {
+            Members::Category(*id)
+        } else {
+            Members::None
+        }
     }
 
     /// Every key this partition has ever summed (a key whose count fell to 0 stays, so that its
@@ -756,13 +874,26 @@ mod tests {
         #![proptest_config(ProptestConfig::with_cases(500))]
 
         #[test]
-        fn sums_equal_a_recomputation(semantics in semantics(), ops in proptest::collection::vec(op(), 0..120)) {
+        fn sums_equal_a_recomputation(
+            semantics in semantics(),
+            ops in proptest::collection::vec(op(), 0..120),
+            settle_every in 1usize..8,
+        ) {
             let scoping = scoping(semantics);
             let mut parts = vec![Aggregator::new(scoping.clone()); PARTITIONS as usize];
-            for (partition, change) in changes(&scoping, &ops) {
+            for (i, (partition, change)) in changes(&scoping, &ops).into_iter().enumerate() {
                 parts[partition].apply(&change);
+                if i % settle_every == 0 {
+                    parts[partition].settle();
+                }
             }
-            prop_assert_eq!(totals(&parts), recompute(semantics, &ops));
+            let expected = recompute(semantics, &ops);
+            // Some extremes stale, found by `summary` itself.
+            prop_assert_eq!(&totals(&parts), &expected);
+            for part in &mut parts {
+                part.settle();
+            }
+            prop_assert_eq!(totals(&parts), expected);
         }
 
         #[test]
@@ -979,6 +1110,22 @@ mod tests {
         assert_eq!(state.summary(&all).min, Some(300));
         assert_eq!(state.summary(&all).max, Some(300));
         assert_eq!(state.summary(&all).count, 2);
+        state.settle();
+        assert!(state.scopes.values().all(|scope| !scope.stale));
+        assert_eq!(
+            (state.summary(&all).min, state.summary(&all).max),
+            (Some(300), Some(300))
+        );
+        // The last one out leaves no extremes behind.
+        state.apply(&scoping.change(6, 0, 2, None, MAX).1);
+        state.apply(&scoping.change(7, 0, 3, None, MAX).1);
+        assert_eq!(
+            state.summary(&all),
+            Summary {
+                updated_at: 0,
+                ..Summary::default()
+            }
+        );
     }
 
     #[test]

@@ -285,6 +285,7 @@ impl Partition {
     pub fn flush(&mut self, partials_partitions: i32) -> Flushed {
         let mut partials = Vec::new();
         if let Some(position) = self.state.position() {
+            self.state.settle();
             for key in std::mem::take(&mut self.dirty) {
                 partials.push(Partial {
                     owner: owner_partition(&key, partials_partitions),

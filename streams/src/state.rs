@@ -6,8 +6,8 @@
 //! * **State is per input partition.** Input records are keyed by product id, and a producer
 //!   that places records by a hash of the key's bytes (ours: librdkafka's default
 //!   `consistent_random`, CRC32) puts every version of a product in one input partition, so
-//!   that partition's state (each product's contribution, each scope's count, sum and price
-//!   multiset) depends on nothing else. A producer with another partitioner, or one choosing
+//!   that partition's state (each product's contribution, each scope's count, sum, lowest
+//!   and highest price) depends on nothing else. A producer with another partitioner, or one choosing
 //!   the partition, can put a product in two partitions; under `distinct` it is then counted
 //!   in each. This premise is checked, not assumed: a record whose key is not where the
 //!   configured partitioner puts it is counted in `streams_records_misrouted_total` and logged
