@@ -216,12 +216,14 @@ impl<S: Stage> Driver<S> {
         let mut last_flush = Instant::now();
         while !self.shutdown.is_cancelled() {
             self.follow_control()?;
-            match self.consumer.poll(POLL) {
+            // Polled without the stage: the rebalance callback, run inside `poll`, takes it.
+            let polled = self.consumer.poll(POLL);
+            let mut stage = self.stage();
+            match polled {
                 None | Some(Err(KafkaError::PartitionEOF(_))) => {}
-                Some(Ok(message)) => self.stage().process(&message)?,
+                Some(Ok(message)) => stage.process(&message)?,
                 Some(Err(error)) => tracing::warn!(%topic, %error, "Consumer error; continuing."),
             }
-            let mut stage = self.stage();
             if let Some(error) = stage.take_fatal() {
                 return Err(error);
             }

@@ -12,15 +12,15 @@ use marketflow_core::codec::{Codec, CodecError, HEADER_LEN, Scalar, WriterSchema
 use marketflow_core::schema::{Part, subject};
 use tokio::runtime::Handle;
 
-/// What the sums read from a listing's value.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Fields {
+/// What the sums read from a listing's value, borrowing from its bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fields<'a> {
     /// The product id.
     pub product_id: i64,
     /// The price, if any.
     pub price: Option<i64>,
     /// The category at the configured level, if any.
-    pub category: Option<String>,
+    pub category: Option<&'a str>,
 }
 
 /// Decodes input records by their writer's schema, cached per part (key or not) and schema id
@@ -49,7 +49,7 @@ impl InputDecoder {
     /// A [`CodecError`]: retryable when the registry is unreachable, fatal when the payload is
     /// not a listing (`ForeignSchema` when its schema is not one of `<topic>-value`'s,
     /// `TooLarge` over the decoded-size cap).
-    pub fn value(&mut self, topic: &str, payload: &[u8]) -> Result<Fields, CodecError> {
+    pub fn value<'p>(&mut self, topic: &str, payload: &'p [u8]) -> Result<Fields<'p>, CodecError> {
         let writer = self.writer(topic, Part::Value, payload)?;
         let id = writer.id();
         let mismatch = |detail: &str| CodecError::Mismatch {
@@ -73,7 +73,7 @@ impl InputDecoder {
             Some(_) => return Err(mismatch("price")),
         };
         let category = match found[2] {
-            Some(Scalar::Str(category)) => Some(category.to_owned()),
+            Some(Scalar::Str(category)) => Some(category),
             _ => None,
         };
         Ok(Fields {

@@ -209,6 +209,8 @@ struct Engine {
     /// The per-record counters, looked up once instead of once per record.
     records_in: metrics::Counter,
     forwarded: metrics::Counter,
+    /// `streams_records_dropped_total` by reason, each looked up at its first drop.
+    dropped: Vec<(DropReason, metrics::Counter)>,
 }
 
 impl Stage for Engine {
@@ -524,7 +526,7 @@ impl Engine {
                 product_id: *product_id,
                 version: fields.as_ref().map(|f| Version {
                     price: f.price,
-                    category: f.category.as_deref(),
+                    category: f.category,
                 }),
             },
             Err(reason) => Body::Undecodable(*reason),
@@ -559,8 +561,7 @@ impl Engine {
             return Ok(());
         }
         if let Some(reason) = outcome.dropped {
-            metrics::counter!(metric::streams::RECORDS_DROPPED, "reason" => reason.label())
-                .increment(1);
+            self.count_dropped(reason);
         }
         let wrote_change = self.write_outcome(partition, &writer, &outcome, timestamp)?;
         if wrote_change
@@ -571,6 +572,18 @@ impl Engine {
             part.uncommitted.push(timestamp);
         }
         Ok(())
+    }
+
+    /// Counts a record dropped for `reason`.
+    fn count_dropped(&mut self, reason: DropReason) {
+        if let Some((_, counter)) = self.dropped.iter().find(|(r, _)| *r == reason) {
+            counter.increment(1);
+            return;
+        }
+        let counter =
+            metrics::counter!(metric::streams::RECORDS_DROPPED, "reason" => reason.label());
+        counter.increment(1);
+        self.dropped.push((reason, counter));
     }
 
     /// Writes a processed record's declarations and change to partition `partition` of the
@@ -632,10 +645,10 @@ impl Engine {
     /// The fields of the listing (`None` for a tombstone) and its product id; `Ok(Err(reason))`
     /// when the record does not decode and never will (`foreign_schema`, `too_large`,
     /// `undecodable`). Retries while the registry is unreachable.
-    fn decode(
+    fn decode<'m>(
         &mut self,
-        message: &BorrowedMessage<'_>,
-    ) -> Result<Result<(Option<Fields>, i64), DropReason>, WorkerError> {
+        message: &'m BorrowedMessage<'_>,
+    ) -> Result<Result<(Option<Fields<'m>>, i64), DropReason>, WorkerError> {
         let mut attempt = 1;
         let topic = message.topic();
         loop {
@@ -1074,6 +1087,7 @@ impl Worker {
             last_lag: Instant::now(),
             records_in: metrics::counter!(metric::streams::RECORDS_IN),
             forwarded: metrics::counter!(metric::streams::LISTINGS_FORWARDED),
+            dropped: Vec::new(),
             setup,
         };
         let interval = engine.setup.config.streams.commit_interval;
