@@ -269,6 +269,11 @@ impl Restorer {
                 .map_err(|e| read_error(*partition, e))?;
             states.insert(*partition, Aggregator::new(self.scoping.clone()));
         }
+        // The changelog's leaders first: a partition assigned before the consumer knows its
+        // leader waits for librdkafka's next offset query, 500 ms later.
+        self.consumer
+            .fetch_metadata(Some(&self.topic), self.stall)
+            .map_err(|e| read_error(first, e))?;
         self.consumer
             .assign(&assignment)
             .map_err(|e| read_error(first, e))?;
