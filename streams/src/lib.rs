@@ -111,8 +111,22 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
         let group_id = streams.group_id.clone();
         blocking(move || Output::probe_transactions(&kafka_config, &group_id)).await??;
     }
-    let topics = prepare_topics(&config).await?;
-    let limit = forward_limit(&config).await;
+    // The registry's side meanwhile: its HTTP clients load the system's root certificates, a
+    // few hundred milliseconds.
+    let registry = config.registry.clone();
+    let (kafka_side, registry_side) = tokio::join!(
+        async {
+            let topics = prepare_topics(&config).await?;
+            Ok::<_, Error>((topics, forward_limit(&config).await))
+        },
+        async {
+            let codec = Arc::new(blocking(move || Codec::new(&registry)).await??);
+            let forward = worker::register_forward(&codec, &config.topics.listings_affordable);
+            Ok::<_, Error>((forward.await?, codec))
+        },
+    );
+    let (topics, limit) = kafka_side?;
+    let (forward, codec) = registry_side?;
     let writers = match streams.guarantee {
         StreamsGuarantee::Changelog => {
             Writers::Shared(Arc::new(Output::new(&config.kafka, limit)?))
@@ -120,9 +134,6 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
         StreamsGuarantee::ExactlyOnce => Writers::PerPartition,
     };
     let merge_output = Output::new(&config.kafka, SendLimit::new(&config.kafka, None))?;
-
-    let codec = Arc::new(Codec::new(&config.registry)?);
-    let forward = worker::register_forward(&codec, &config.topics.listings_affordable).await?;
 
     let control = Arc::new(Control::new(initial_status(&config)));
     admin::serve(
@@ -261,33 +272,35 @@ struct Topics {
 /// changelog with the input's partition count) and the output topics.
 async fn prepare_topics(config: &Config) -> Result<Topics, Error> {
     let input = &config.topics.listings;
-    let wanted = partitions(&config.kafka, input)
+    let wanted = kafka::partition_counts(&config.kafka, &[input])
         .await?
+        .into_iter()
+        .flatten()
+        .next()
         .ok_or_else(|| Error::MissingTopic {
             topic: input.clone(),
             servers: config.kafka.bootstrap_servers.clone(),
         })?;
     let count = i32::try_from(wanted).unwrap_or(i32::MAX);
     let streams = &config.streams;
-    create_compacted(
+    let internal = [
+        (streams.changelog_topic.as_str(), count),
+        (streams.partials_topic.as_str(), count),
+    ];
+    let output = [
+        (config.topics.listings_affordable.as_str(), count),
+        (config.topics.listing_sums.as_str(), count),
+    ];
+    tokio::try_join!(
+        kafka::ensure_compacted_topics(&config.kafka, &internal),
+        kafka::ensure_topics(&config.kafka, &output),
+    )?;
+    let [changelog, partials] = shown(
         &config.kafka,
-        &[
-            (&streams.changelog_topic, count),
-            (&streams.partials_topic, count),
-        ],
+        [&streams.changelog_topic, &streams.partials_topic],
     )
     .await?;
-    kafka::ensure_topics(
-        &config.kafka,
-        &[
-            (&config.topics.listings_affordable, count),
-            (&config.topics.listing_sums, count),
-        ],
-    )
-    .await?;
-    let found = partitions(&config.kafka, &streams.changelog_topic)
-        .await?
-        .unwrap_or(0);
+    let found = changelog.unwrap_or(0);
     if found != wanted {
         return Err(Error::ChangelogPartitions {
             changelog: streams.changelog_topic.clone(),
@@ -296,35 +309,27 @@ async fn prepare_topics(config: &Config) -> Result<Topics, Error> {
             wanted,
         });
     }
-    let partials = partitions(&config.kafka, &streams.partials_topic)
-        .await?
-        .unwrap_or(0);
     Ok(Topics {
-        partials_partitions: i32::try_from(partials.max(1)).unwrap_or(1),
+        partials_partitions: i32::try_from(partials.unwrap_or(1).max(1)).unwrap_or(1),
         input_partitions: count,
     })
 }
 
-/// The partition count of `topic`, `None` when it does not exist.
-async fn partitions(kafka_config: &KafkaConfig, topic: &str) -> Result<Option<usize>, Error> {
-    let admin = kafka::create_admin(kafka_config)?;
-    let topic = topic.to_owned();
-    let timeout = kafka_config.connect_timeout;
-    let metadata = blocking(move || admin.inner().fetch_metadata(Some(&topic), timeout))
-        .await?
-        .map_err(ClientError::Kafka)?;
-    Ok(metadata
-        .topics()
-        .first()
-        .filter(|t| t.error().is_none() && !t.partitions().is_empty())
-        .map(|t| t.partitions().len()))
-}
-
-async fn create_compacted(kafka_config: &KafkaConfig, topics: &[(&str, i32)]) -> Result<(), Error> {
-    kafka::ensure_compacted_topics(kafka_config, topics).await?;
-    // Give the metadata a moment to show new topics on every broker.
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    Ok(())
+/// The partition counts of `topics`, once the cluster's metadata shows them all (a topic just
+/// created may take a moment), or as they are after `kafka.connect_timeout`.
+async fn shown<const N: usize>(
+    kafka_config: &KafkaConfig,
+    topics: [&str; N],
+) -> Result<[Option<usize>; N], Error> {
+    let started = std::time::Instant::now();
+    loop {
+        let counts = kafka::partition_counts(kafka_config, &topics).await?;
+        let counts: [Option<usize>; N] = counts.try_into().unwrap_or([None; N]);
+        if counts.iter().all(Option::is_some) || started.elapsed() > kafka_config.connect_timeout {
+            return Ok(counts);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[cfg(test)]
