@@ -1,6 +1,7 @@
 //! The poll loop both stages run on, the aggregation ([`crate::worker`]) and the merge
 //! ([`crate::merge`]): one consumer in a group, a record at a time, a flush every commit
-//! interval, the operator's pause and resume, the rebalance callback and one fatal slot.
+//! interval (and as soon as the input runs dry, see [`IDLE_SHARE`]), the operator's pause and
+//! resume, the rebalance callback and one fatal slot.
 //!
 //! A stage says what to do with a record, at a flush, when partitions are assigned or taken
 //! away, and when it stops ([`Stage`]); the driver decides when. Each runs on a thread of its own
@@ -23,6 +24,12 @@ use tokio_util::sync::CancellationToken;
 /// How long one poll waits for a record: also how soon a pause, a shutdown or a due flush is
 /// seen when no record comes.
 const POLL: Duration = Duration::from_millis(50);
+
+/// A stage whose input runs dry (a poll brings nothing) flushes what it processed without
+/// waiting for the rest of the interval, once this share of it has passed: a burst's last
+/// results are out at once, and a trickle of input costs at most this many flushes (under
+/// `exactly_once`, transactions) per interval.
+const IDLE_SHARE: u32 = 5;
 
 /// The consumer a stage is driven by.
 pub type StageConsumer<S> = BaseConsumer<Driven<S>>;
@@ -66,7 +73,8 @@ pub trait Stage: Send + Sized + 'static {
     /// Its fatal error.
     fn process(&mut self, message: &BorrowedMessage<'_>) -> Result<(), Self::Error>;
 
-    /// Makes durable what is due; called every commit interval.
+    /// Makes durable what is due; called every commit interval, and earlier when the input runs
+    /// dry after records were processed (at most [`IDLE_SHARE`] times per interval).
     ///
     /// # Errors
     /// Its fatal error.
@@ -214,21 +222,30 @@ impl<S: Stage> Driver<S> {
 
     fn work(&self, topic: &str) -> Result<(), S::Error> {
         let mut last_flush = Instant::now();
+        // Records processed since the last flush.
+        let mut unflushed = false;
         while !self.shutdown.is_cancelled() {
             self.follow_control()?;
             // Polled without the stage: the rebalance callback, run inside `poll`, takes it.
             let polled = self.consumer.poll(POLL);
             let mut stage = self.stage();
+            let mut idle = false;
             match polled {
-                None | Some(Err(KafkaError::PartitionEOF(_))) => {}
-                Some(Ok(message)) => stage.process(&message)?,
+                None | Some(Err(KafkaError::PartitionEOF(_))) => idle = true,
+                Some(Ok(message)) => {
+                    stage.process(&message)?;
+                    unflushed = true;
+                }
                 Some(Err(error)) => tracing::warn!(%topic, %error, "Consumer error; continuing."),
             }
             if let Some(error) = stage.take_fatal() {
                 return Err(error);
             }
-            if last_flush.elapsed() >= self.interval {
+            let since = last_flush.elapsed();
+            if since >= self.interval || (idle && unflushed && since >= self.interval / IDLE_SHARE)
+            {
                 last_flush = Instant::now();
+                unflushed = false;
                 stage.flush(&self.consumer)?;
             }
         }
