@@ -287,7 +287,7 @@ impl Extremes {
 enum Members {
     /// Every product (`all`).
     All,
-    /// The products of category number `0`.
+    /// The products of this category number.
     Category(u32),
     /// No product of this state (a sum declared by a changelog of another configuration).
     None,
