@@ -222,9 +222,8 @@ fn option_max(a: Option<i64>, b: Option<i64>) -> Option<i64> {
 struct Scope {
     count: i64,
     sum: i128,
-    min: Option<i64>,
-    max: Option<i64>,
-    /// A removal took out the lowest or the highest price: `min` and `max` are to be found again.
+    extremes: Extremes,
+    /// A removal took out the lowest or the highest price: `extremes` are to be found again.
     stale: bool,
     updated_at: i64,
 }
@@ -233,8 +232,7 @@ impl Scope {
     fn add(&mut self, price: i64, at: i64) {
         self.count += 1;
         self.sum += i128::from(price);
-        self.min = option_min(self.min, Some(price));
-        self.max = option_max(self.max, Some(price));
+        self.extremes.take(price);
         self.updated_at = at;
     }
 
@@ -243,26 +241,21 @@ impl Scope {
         self.count -= 1;
         self.sum -= i128::from(price);
         if self.count == 0 {
-            (self.min, self.max, self.stale) = (None, None, false);
-        } else if self.min == Some(price) || self.max == Some(price) {
+            (self.extremes, self.stale) = (Extremes::default(), false);
+        } else if self.extremes.min == Some(price) || self.extremes.max == Some(price) {
             self.stale = true;
         }
         self.updated_at = at;
     }
 
-    /// The summary, with `extremes` as the lowest and highest price when they are stale.
-    fn summary(&self, extremes: impl FnOnce() -> Extremes) -> Summary {
-        let (min, max) = if self.stale {
-            let found = extremes();
-            (found.min, found.max)
-        } else {
-            (self.min, self.max)
-        };
+    /// The summary, with `extremes` as the lowest and highest price (the scope's own unless
+    /// stale).
+    fn summary(&self, extremes: Extremes) -> Summary {
         Summary {
             count: self.count,
             sum: self.sum,
-            min,
-            max,
+            min: extremes.min,
+            max: extremes.max,
             updated_at: self.updated_at,
         }
     }
@@ -293,6 +286,26 @@ enum Members {
     None,
 }
 
+/// The lowest and highest price of `all`'s products and of each category's (by number), found
+/// in one pass over the products.
+struct Found {
+    all: Extremes,
+    categories: Vec<Extremes>,
+}
+
+impl Found {
+    fn of(&self, members: Members) -> Extremes {
+        match members {
+            Members::All => self.all,
+            Members::Category(c) => usize::try_from(c)
+                .ok()
+                .and_then(|i| self.categories.get(i).copied())
+                .unwrap_or_default(),
+            Members::None => Extremes::default(),
+        }
+    }
+}
+
 /// What applying a change did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Applied {
@@ -316,13 +329,12 @@ struct Held {
 /// scope's aggregate, the offset of the last input record reflected, and which sums are
 /// declared (their declarations written to the changelog, see [`crate::state`]).
 ///
-/// Category values are held once each, in the keys of their sums (`keys`), and products refer to
-/// them by index.
+/// Category values are numbered, with the keys of their sums made once (`keys`), and products
+/// refer to them by number.
 #[derive(Debug, Clone)]
 pub struct Aggregator {
     scoping: Scoping,
     products: HashMap<i64, Held>,
-    category_ids: HashMap<String, u32>,
     keys: SumKeys,
     scopes: BTreeMap<ListingSumKey, Scope>,
     position: Option<i64>,
@@ -335,6 +347,8 @@ pub struct Aggregator {
 struct SumKeys {
     all: ListingSumKey,
     categories: Vec<ListingSumKey>,
+    /// The number of each category value.
+    ids: HashMap<String, u32>,
     /// The key of the category scope's sum for a number no category has (none, by
     /// construction); its scope is the one every category key takes.
     unknown: ListingSumKey,
@@ -348,6 +362,7 @@ impl SumKeys {
                 value: ALL.to_owned(),
             },
             categories: Vec::new(),
+            ids: HashMap::new(),
             unknown: ListingSumKey {
                 scope: category_scope,
                 value: NO_CATEGORY.to_owned(),
@@ -355,18 +370,36 @@ impl SumKeys {
         }
     }
 
-    /// Makes the key of category value `category`'s sum, and returns its number.
-    fn push(&mut self, category: &str) -> u32 {
+    /// The number standing for category value `category`; the key of its sum is made the first
+    /// time.
+    fn intern(&mut self, category: &str) -> u32 {
+        if let Some(id) = self.ids.get(category) {
+            return *id;
+        }
         // Past 2^32 values memory would have run out long before.
         let id = u32::try_from(self.categories.len()).unwrap_or(u32::MAX);
         self.categories.push(ListingSumKey {
             scope: self.unknown.scope.clone(),
             value: category.to_owned(),
         });
+        self.ids.insert(category.to_owned(), id);
         id
     }
 
-    /// The key of the sum of category number `category` (always one [`Aggregator::intern`]
+    /// Which products the sum of `key` is over.
+    fn members(&self, key: &ListingSumKey) -> Members {
+        if *key == self.all {
+            Members::All
+        } else if key.scope == self.unknown.scope
+            && let Some(id) = self.ids.get(&key.value)
+        {
+            Members::Category(*id)
+        } else {
+            Members::None
+        }
+    }
+
+    /// The key of the sum of category number `category` (always one [`SumKeys::intern`]
     /// gave).
     fn category(&self, category: u32) -> &ListingSumKey {
         usize::try_from(category)
@@ -425,7 +458,6 @@ impl Aggregator {
             keys: SumKeys::new(scoping.category_scope()),
             scoping,
             products: HashMap::new(),
-            category_ids: HashMap::new(),
             scopes: BTreeMap::new(),
             position: None,
             declared: BTreeSet::new(),
@@ -455,7 +487,7 @@ impl Aggregator {
             StreamsSemantics::Distinct => {
                 let next = change.next.as_ref().map(|n| Held {
                     price: n.price,
-                    category: self.intern(&n.category),
+                    category: self.keys.intern(&n.category),
                 });
                 // One lookup of the product: the hot path of the stage.
                 let old = match (self.products.entry(change.product_id), next) {
@@ -487,7 +519,7 @@ impl Aggregator {
                 let Some(next) = &change.next else {
                     return (Applied::Unchanged, touched);
                 };
-                let category = self.intern(&next.category);
+                let category = self.keys.intern(&next.category);
                 for key in self.keys.of(category) {
                     update(&mut self.scopes, key, |scope| scope.add(next.price, at));
                 }
@@ -504,21 +536,15 @@ impl Aggregator {
 
     /// The partition's share of `key`'s sum (zero when it never had any).
     pub fn summary(&self, key: &ListingSumKey) -> Summary {
-        self.scopes
-            .get(key)
-            .map(|scope| {
-                scope.summary(|| {
-                    let members = self.members(key);
-                    let mut found = Extremes::default();
-                    for held in self.products.values() {
-                        if members == Members::All || members == Members::Category(held.category) {
-                            found.take(held.price);
-                        }
-                    }
-                    found
-                })
-            })
-            .unwrap_or_default()
+        let Some(scope) = self.scopes.get(key) else {
+            return Summary::default();
+        };
+        let extremes = if scope.stale {
+            self.found().of(self.keys.members(key))
+        } else {
+            scope.extremes
+        };
+        scope.summary(extremes)
     }
 
     /// Finds again the lowest and highest price of every sum a removal left them stale in, in
@@ -528,49 +554,28 @@ impl Aggregator {
         if !self.scopes.values().any(|scope| scope.stale) {
             return;
         }
-        let mut all = Extremes::default();
-        let mut categories = vec![Extremes::default(); self.keys.categories.len()];
-        for held in self.products.values() {
-            all.take(held.price);
-            if let Some(found) = usize::try_from(held.category)
-                .ok()
-                .and_then(|i| categories.get_mut(i))
-            {
-                found.take(held.price);
-            }
-        }
-        let stale: Vec<(ListingSumKey, Members)> = self
-            .scopes
-            .iter()
-            .filter(|(_, scope)| scope.stale)
-            .map(|(key, _)| (key.clone(), self.members(key)))
-            .collect();
-        for (key, members) in stale {
-            let found = match members {
-                Members::All => all,
-                Members::Category(c) => usize::try_from(c)
-                    .ok()
-                    .and_then(|i| categories.get(i).copied())
-                    .unwrap_or_default(),
-                Members::None => Extremes::default(),
-            };
-            if let Some(scope) = self.scopes.get_mut(&key) {
-                (scope.min, scope.max, scope.stale) = (found.min, found.max, false);
-            }
+        let found = self.found();
+        for (key, scope) in self.scopes.iter_mut().filter(|(_, scope)| scope.stale) {
+            (scope.extremes, scope.stale) = (found.of(self.keys.members(key)), false);
         }
     }
 
-    /// Which products the sum of `key` is over.
-    fn members(&self, key: &ListingSumKey) -> Members {
-        if *key == self.keys.all {
-            Members::All
-        } else if key.scope == self.keys.unknown.scope
-            && let Some(id) = self.category_ids.get(&key.value)
-        {
-            Members::Category(*id)
-        } else {
-            Members::None
+    /// The lowest and highest price of every sum's products, in one pass over them.
+    fn found(&self) -> Found {
+        let mut found = Found {
+            all: Extremes::default(),
+            categories: vec![Extremes::default(); self.keys.categories.len()],
+        };
+        for held in self.products.values() {
+            found.all.take(held.price);
+            if let Some(category) = usize::try_from(held.category)
+                .ok()
+                .and_then(|i| found.categories.get_mut(i))
+            {
+                category.take(held.price);
+            }
         }
+        found
     }
 
     /// Every key this partition has ever summed (a key whose count fell to 0 stays, so that its
@@ -597,16 +602,6 @@ impl Aggregator {
     /// as declared from now on: their declarations must reach the changelog.
     pub fn declare_all(&mut self) -> Vec<ListingSumKey> {
         declare_new(&mut self.declared, self.scopes.keys())
-    }
-
-    /// The number standing for category value `category`.
-    fn intern(&mut self, category: &str) -> u32 {
-        if let Some(id) = self.category_ids.get(category) {
-            return *id;
-        }
-        let id = self.keys.push(category);
-        self.category_ids.insert(category.to_owned(), id);
-        id
     }
 }
 
