@@ -357,38 +357,49 @@ pub async fn check_reachable(kafka: &KafkaConfig) -> Result<(), ClientError> {
         })
 }
 
-/// The partition count of each of `topics`, in order: `None` for one the cluster does not show
-/// (yet). Read with a plain client: an admin client's drop waits out its polling thread, 100 ms
-/// each.
+/// The partition count of each of `topics`, in order: `None` for one the cluster does not show.
+/// A topic just created may take a moment to show: the counts are read again every 20 ms, with
+/// the same client, until every topic shows or `wait` has passed. Read with a plain client: an
+/// admin client's drop waits out its polling thread, 100 ms each.
 ///
 /// # Errors
 /// [`ClientError::Kafka`] when the metadata cannot be read.
 pub async fn partition_counts(
     kafka: &KafkaConfig,
     topics: &[&str],
+    wait: Duration,
 ) -> Result<Vec<Option<usize>>, ClientError> {
     let client: rdkafka::consumer::BaseConsumer = base_config(kafka, &[])?.create()?;
     let topics: Vec<String> = topics.iter().map(|t| (*t).to_owned()).collect();
     let timeout = kafka.connect_timeout;
-    let counts = tokio::task::spawn_blocking(move || {
-        topics
-            .iter()
-            .map(|topic| {
-                let metadata = client.fetch_metadata(Some(topic), timeout)?;
-                Ok(metadata
-                    .topics()
-                    .first()
-                    .filter(|t| t.error().is_none() && !t.partitions().is_empty())
-                    .map(|t| t.partitions().len()))
-            })
-            .collect::<Result<Vec<_>, KafkaError>>()
-    })
-    .await
-    .map_err(|e| ClientError::Unreachable {
-        servers: kafka.bootstrap_servers.clone(),
-        timeout,
-        detail: e.to_string(),
-    })??;
+    let read = move || -> Result<Vec<Option<usize>>, KafkaError> {
+        let started = std::time::Instant::now();
+        loop {
+            let counts = topics
+                .iter()
+                .map(|topic| {
+                    let metadata = client.fetch_metadata(Some(topic), timeout)?;
+                    Ok(metadata
+                        .topics()
+                        .first()
+                        .filter(|t| t.error().is_none() && !t.partitions().is_empty())
+                        .map(|t| t.partitions().len()))
+                })
+                .collect::<Result<Vec<_>, KafkaError>>()?;
+            if counts.iter().all(Option::is_some) || started.elapsed() >= wait {
+                return Ok(counts);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let counts =
+        tokio::task::spawn_blocking(read)
+            .await
+            .map_err(|e| ClientError::Unreachable {
+                servers: kafka.bootstrap_servers.clone(),
+                timeout,
+                detail: e.to_string(),
+            })??;
     Ok(counts)
 }
 

@@ -27,7 +27,7 @@ use std::time::Duration;
 use marketflow_core::Config;
 use marketflow_core::admin::{self, AdminError};
 use marketflow_core::codec::{Codec, CodecError};
-use marketflow_core::config::{KafkaConfig, StreamsGuarantee, StreamsSemantics};
+use marketflow_core::config::{StreamsGuarantee, StreamsSemantics};
 use marketflow_core::kafka::{self, ClientError, SendLimit};
 use tokio_util::sync::CancellationToken;
 
@@ -272,7 +272,7 @@ struct Topics {
 /// changelog with the input's partition count) and the output topics.
 async fn prepare_topics(config: &Config) -> Result<Topics, Error> {
     let input = &config.topics.listings;
-    let wanted = kafka::partition_counts(&config.kafka, &[input])
+    let wanted = kafka::partition_counts(&config.kafka, &[input], Duration::ZERO)
         .await?
         .into_iter()
         .flatten()
@@ -295,11 +295,14 @@ async fn prepare_topics(config: &Config) -> Result<Topics, Error> {
         kafka::ensure_compacted_topics(&config.kafka, &internal),
         kafka::ensure_topics(&config.kafka, &output),
     )?;
-    let [changelog, partials] = shown(
-        &config.kafka,
-        [&streams.changelog_topic, &streams.partials_topic],
-    )
-    .await?;
+    // Topics just created may take a moment to show in the metadata.
+    let created = internal.map(|(name, _)| name);
+    let counts =
+        kafka::partition_counts(&config.kafka, &created, config.kafka.connect_timeout).await?;
+    let (changelog, partials) = (
+        counts.first().copied().flatten(),
+        counts.get(1).copied().flatten(),
+    );
     let found = changelog.unwrap_or(0);
     if found != wanted {
         return Err(Error::ChangelogPartitions {
@@ -313,23 +316,6 @@ async fn prepare_topics(config: &Config) -> Result<Topics, Error> {
         partials_partitions: i32::try_from(partials.unwrap_or(1).max(1)).unwrap_or(1),
         input_partitions: count,
     })
-}
-
-/// The partition counts of `topics`, once the cluster's metadata shows them all (a topic just
-/// created may take a moment), or as they are after `kafka.connect_timeout`.
-async fn shown<const N: usize>(
-    kafka_config: &KafkaConfig,
-    topics: [&str; N],
-) -> Result<[Option<usize>; N], Error> {
-    let started = std::time::Instant::now();
-    loop {
-        let counts = kafka::partition_counts(kafka_config, &topics).await?;
-        let counts: [Option<usize>; N] = counts.try_into().unwrap_or([None; N]);
-        if counts.iter().all(Option::is_some) || started.elapsed() > kafka_config.connect_timeout {
-            return Ok(counts);
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 #[cfg(test)]
